@@ -1,0 +1,1 @@
+"""Tests for bwcd (run with trial)."""
