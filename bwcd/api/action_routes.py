@@ -1,0 +1,51 @@
+# -*- test-case-name: tests.test_executions_api -*-
+"""
+C{/v1/actions} and C{/v1/runnertypes}: what can be run and with which
+parameters (st2-api.md section 5).
+"""
+
+from __future__ import annotations
+
+from bwcd.api.framework import Api, ApiError, Principal, Reply
+from bwcd.api.query import arg, listHeaders, paging
+from bwcd.store.interface import IStore
+
+
+def installActionRoutes(api: Api, store: IStore) -> None:
+    @api.route("/v1/actions", ["GET"])
+    async def listActions(request, principal: Principal):
+        limit, offset = paging(request, defaultLimit=None)
+        query = {}
+        for name in ("pack", "name"):
+            value = arg(request, name)
+            if value is not None:
+                query[name] = value
+        total = await store.count("actions", query)
+        docs = await store.find("actions", query, sort=[("pack", 1), ("name", 1)], limit=limit, offset=offset)
+        return Reply(docs, 200, listHeaders(total, limit))
+
+    @api.route("/v1/actions/<string:refOrId>", ["GET"])
+    async def showAction(request, principal: Principal, refOrId: str):
+        field = "ref" if "." in refOrId else "id"
+        doc = await store.findOne("actions", {field: refOrId})
+        if doc is None:
+            raise ApiError(404, f'Resource with a reference or id "{refOrId}" not found')
+        return doc
+
+    @api.route("/v1/runnertypes", ["GET"])
+    async def listRunners(request, principal: Principal):
+        limit, offset = paging(request)
+        query = {}
+        name = arg(request, "name")
+        if name is not None:
+            query["name"] = name
+        total = await store.count("runnertypes", query)
+        docs = await store.find("runnertypes", query, sort=[("name", 1)], limit=limit, offset=offset)
+        return Reply(docs, 200, listHeaders(total, limit))
+
+    @api.route("/v1/runnertypes/<string:nameOrId>", ["GET"])
+    async def showRunner(request, principal: Principal, nameOrId: str):
+        doc = await store.findOne("runnertypes", {"name": nameOrId}) or await store.get("runnertypes", nameOrId)
+        if doc is None:
+            raise ApiError(404, f'Resource with a name or id "{nameOrId}" not found')
+        return doc

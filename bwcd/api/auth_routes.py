@@ -1,0 +1,231 @@
+# -*- test-case-name: tests.test_auth -*-
+"""
+The HTTP face of authentication: token issuance on the auth listener and
+API-key management on the API listener, with st2's paths, bodies and
+messages so that the st2 CLI and existing scripts work unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Optional, Sequence, Tuple
+
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
+from twisted.logger import Logger
+
+from bwcd.api.framework import Api, ApiError, Principal, Reply
+from bwcd.api.query import arg, boolArg, listHeaders, paging
+from bwcd.auth.apikeys import ApiKeyNotFound, ApiKeys, KeyHashChange, publicView, uidFor
+from bwcd.auth.htpasswd import Htpasswd
+from bwcd.auth.tokens import Tokens, TtlError
+from bwcd.config import Config
+from bwcd.timeutil import ISO8601_UTC_REGEX
+
+log = Logger(namespace="bwcd.auth")
+
+TOKEN_PATHS = ("/auth/v1/tokens", "/v1/tokens", "/tokens")
+APIKEY_PREFIXES = ("/v1", "/api/v1")
+
+MSG_BAD_LOGIN = "Invalid or missing credentials"
+
+TOKEN_REQUEST_SCHEMA = {
+    "type": ["object", "null"],
+    "properties": {
+        "ttl": {"type": ["integer", "null"], "minimum": 1},
+        "user": {"type": ["string", "null"]},
+        "impersonate_user": {"type": ["string", "null"]},
+        "nickname_origin": {"type": ["string", "null"]},
+    },
+}
+
+#: st2common/models/api/auth.py ApiKeyAPI
+APIKEY_SCHEMA = {
+    "title": "ApiKey",
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "uid": {"type": "string"},
+        "user": {"type": ["string", "null"]},
+        "key_hash": {"type": ["string", "null"]},
+        "metadata": {"type": ["object", "null"]},
+        "created_at": {"type": "string", "pattern": ISO8601_UTC_REGEX},
+        "enabled": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+
+
+def readJson(request: Any) -> Any:
+    """
+    The request body as JSON; an empty body is C{None} whatever its
+    Content-Type (st2 clients send an empty text/plain body to C{/tokens}).
+
+    @raise ApiError: 400 when the body is not JSON.
+    """
+    content = request.content
+    if content is None:
+        return None
+    content.seek(0)
+    raw = content.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"Failed to parse request body: {e}")
+
+
+def validateBody(schema: dict, body: Any) -> None:
+    """
+    @raise ApiError: 400 with jsonschema's message, as st2's router gives.
+    """
+    error = best_match(Draft7Validator(schema).iter_errors(body))
+    if error is not None:
+        raise ApiError(400, error.message)
+
+
+def parseBasic(header: Optional[str]) -> Optional[Tuple[str, str]]:
+    """
+    C{(user, password)} from an C{Authorization: Basic ...} header, or
+    C{None} when it is missing or malformed.
+    """
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        return None
+    return user, password
+
+
+def installTokenRoutes(
+    api: Api,
+    tokens: Tokens,
+    htpasswd: Htpasswd,
+    config: Config,
+    paths: Sequence[str] = TOKEN_PATHS,
+) -> None:
+    """
+    C{POST <path>} (password login, no credentials needed) and
+    C{POST <path>/validate} (needs credentials) for every path in C{paths}.
+    """
+    apiUrl = config.api.public_url
+
+    @api.route(list(paths), ["POST"], auth=False)
+    async def createToken(request: Any, principal: Optional[Principal]) -> Reply:
+        body = readJson(request)
+        validateBody(TOKEN_REQUEST_SCHEMA, body)
+        body = body or {}
+        header = request.getHeader(b"authorization")
+        creds = parseBasic(header.decode("latin-1") if isinstance(header, bytes) else header)
+        if creds is None:
+            raise ApiError(401, MSG_BAD_LOGIN)
+        user, password = creds
+        if not await htpasswd.check(user, password):
+            log.info("Refused password login for user {user}", user=user)
+            raise ApiError(401, MSG_BAD_LOGIN)
+        if body.get("user") or body.get("impersonate_user"):
+            raise ApiError(400, f'Current user "{user}" is not a service and cannot request impersonated tokens')
+        try:
+            doc = await tokens.issue(user, ttl=body.get("ttl"))
+        except TtlError as e:
+            raise ApiError(400, str(e))
+        return Reply(doc, code=201, headers={"X-API-URL": apiUrl})
+
+    @api.route([p.rstrip("/") + "/validate" for p in paths], ["POST"])
+    async def validateToken(request: Any, principal: Principal) -> dict:
+        body = readJson(request)
+        token = body.get("token") if isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
+            raise ApiError(400, "Token is not provided.")
+        return {"valid": await tokens.isValid(token)}
+
+
+def _notFound(e: ApiKeyNotFound) -> ApiError:
+    return ApiError(404, str(e))
+
+
+def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = APIKEY_PREFIXES) -> None:
+    """
+    C{/v1/apikeys} CRUD under every prefix in C{prefixes}.
+    """
+    collection = [p.rstrip("/") + "/apikeys" for p in prefixes]
+    item = [c + "/<id_or_key>" for c in collection]
+
+    @api.route(collection, ["GET"])
+    async def listApiKeys(request: Any, principal: Principal) -> Reply:
+        limit, offset = paging(request, defaultLimit=50)
+        showSecrets = bool(boolArg(request, "show_secrets"))
+        docs, total = await apikeys.list(limit=limit, offset=offset, user=arg(request, "user") or None)
+        headers = listHeaders(total, limit)
+        return Reply([publicView(d, showSecrets) for d in docs], headers=headers)
+
+    @api.route(item, ["GET"])
+    async def getApiKey(request: Any, principal: Principal, id_or_key: str) -> dict:
+        showSecrets = bool(boolArg(request, "show_secrets"))
+        try:
+            doc = await apikeys.get(id_or_key)
+        except ApiKeyNotFound as e:
+            raise _notFound(e)
+        return publicView(doc, showSecrets)
+
+    @api.route(collection, ["POST"])
+    async def createApiKey(request: Any, principal: Principal) -> Reply:
+        body = readJson(request)
+        validateBody(APIKEY_SCHEMA, body)
+        enabled = body.get("enabled", True)
+        doc, key = await apikeys.create(
+            user=body.get("user") or principal.user,
+            metadata=body.get("metadata") or {},
+            enabled=True if enabled is None else enabled,
+            keyHash=body.get("key_hash") or None,
+        )
+        answer = {
+            "id": doc["id"],
+            "uid": uidFor(doc["key_hash"]),
+            "user": doc["user"],
+            "key": key,
+            "metadata": doc["metadata"],
+            "created_at": doc["created_at"],
+            "enabled": doc["enabled"],
+        }
+        return Reply(answer, code=201)
+
+    @api.route(item, ["PUT"])
+    async def updateApiKey(request: Any, principal: Principal, id_or_key: str) -> dict:
+        body = readJson(request)
+        validateBody(APIKEY_SCHEMA, body)
+        try:
+            doc = await apikeys.update(id_or_key, body)
+        except ApiKeyNotFound as e:
+            raise _notFound(e)
+        except KeyHashChange as e:
+            raise ApiError(400, str(e))
+        return publicView(doc, bool(boolArg(request, "show_secrets")))
+
+    @api.route(item, ["DELETE"])
+    async def deleteApiKey(request: Any, principal: Principal, id_or_key: str) -> Reply:
+        try:
+            await apikeys.delete(id_or_key)
+        except ApiKeyNotFound as e:
+            raise _notFound(e)
+        return Reply(None, code=204)
+
+
+__all__ = [
+    "APIKEY_PREFIXES",
+    "TOKEN_PATHS",
+    "installApiKeyRoutes",
+    "installTokenRoutes",
+    "parseBasic",
+    "readJson",
+]

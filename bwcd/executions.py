@@ -1,0 +1,264 @@
+# -*- test-case-name: tests.test_executions -*-
+"""
+Execution requests: from "run this action with these parameters" to a stored,
+queued execution document, and every later change of its status.
+
+All status changes go through L{ExecutionService.transition}, a conditional
+update in the store ("set status X where status is one of Y"), so a canceled
+execution can never be overwritten by a late result, and two processes can
+never both move the same execution forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from bwcd.runners.params import ParameterError, maskSecrets, mergeSchema, validateParameters
+from bwcd.runners.types import runnerParameters, runnerTypeDict
+from bwcd.store.interface import IStore, newId
+from bwcd.timeutil import isoformat, parseIso, utcnow
+
+log = Logger(namespace="bwcd.executions")
+
+COMPLETED = frozenset({"succeeded", "failed", "timeout", "canceled", "abandoned"})
+CANCELABLE = frozenset({"requested", "scheduled", "delayed", "running", "pausing", "paused", "resuming"})
+
+
+class ExecutionRequestError(ValueError):
+    """
+    The request cannot become an execution; the message is the API's 400
+    faultstring.
+    """
+
+
+def _hasTemplate(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def liveParameters(schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, Any], context: Mapping[str, Any]) -> Dict[str, Any]:
+    """
+    The parameters an execution records: those given, rendered, plus defaults
+    that are templates (C{core.echo}'s C{cmd}), rendered with the others in
+    scope, as StackStorm does.  Static defaults are left to validation.
+
+    @raise ExecutionRequestError: a template could not be rendered.
+    """
+    from bwcd.templating import ParameterRenderError, renderParameters
+
+    toRender = dict(given)
+    for name, spec in schema.items():
+        if name not in toRender and spec and _hasTemplate(spec.get("default")):
+            toRender[name] = spec["default"]
+    if not any(_hasTemplate(v) or isinstance(v, (dict, list)) for v in toRender.values()):
+        return toRender
+    try:
+        return renderParameters(toRender, dict(context))
+    except ParameterRenderError as e:
+        raise ExecutionRequestError(str(e))
+
+
+class ExecutionService:
+    """
+    Creates executions, moves them through their statuses and tells
+    listeners when they complete.
+
+    @ivar wake: called after an execution is queued, so the executor of this
+        process can claim it at once instead of at its next poll.
+    """
+
+    def __init__(self, store: IStore, clock: IReactorTime, publicURL: str, webuiBaseURL: str = "", nodeId: str = "") -> None:
+        self._store = store
+        self._clock = clock
+        self._publicURL = publicURL.rstrip("/")
+        self._webui = (webuiBaseURL or publicURL).rstrip("/")
+        self._listeners: List[Callable[[dict], Any]] = []
+        self._waiters: Dict[str, List[Deferred]] = {}
+        self.nodeId = nodeId
+        self.wake: Callable[[], None] = lambda: None
+
+    # -- queries ---------------------------------------------------------
+
+    async def action(self, ref: str) -> Optional[dict]:
+        return await self._store.findOne("actions", {"ref": ref})
+
+    def now(self) -> str:
+        return isoformat(utcnow(self._clock))
+
+    def schemaFor(self, action: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+        try:
+            return mergeSchema(runnerParameters(action["runner_type"]), action.get("parameters") or {}, action["ref"])
+        except ParameterError as e:
+            raise ExecutionRequestError(str(e))
+
+    # -- creation --------------------------------------------------------
+
+    async def create(
+        self,
+        actionRef: str,
+        parameters: Optional[Mapping[str, Any]],
+        context: Optional[Mapping[str, Any]],
+        user: str,
+        embed: Optional[Mapping[str, Any]] = None,
+        renderContext: Optional[Mapping[str, Any]] = None,
+        failOnError: bool = False,
+    ) -> dict:
+        """
+        Store a new execution of C{actionRef} (status C{requested}) and queue
+        it.
+
+        @param failOnError: store a C{failed} execution carrying the error
+            instead of raising, as StackStorm does for rule-started ones.
+        @raise ExecutionRequestError: unknown or disabled action, a render or
+            validation error (unless C{failOnError}).
+        """
+        action = await self.action(actionRef)
+        if action is None:
+            raise ExecutionRequestError(f'Action "{actionRef}" cannot be found.')
+        execId = newId()
+        ctx = dict(context or {})
+        ctx.setdefault("user", user)
+        ctx.setdefault("pack", action["pack"])
+        now = self.now()
+        doc: Dict[str, Any] = {
+            "id": execId,
+            "action": action,
+            "runner": runnerTypeDict(action["runner_type"]),
+            "liveaction": {"id": newId(), "action": actionRef, "action_is_workflow": False, "callback": {}, "runner_info": {}},
+            "status": "requested",
+            "start_timestamp": now,
+            "log": [{"status": "requested", "timestamp": now}],
+            "context": ctx,
+            "web_url": f"{self._webui}/#/history/{execId}/general",
+            "node": None,
+        }
+        if embed:
+            doc.update(copy.deepcopy(dict(embed)))
+        error: Optional[str] = None
+        given = dict(parameters or {})
+        live = given
+        try:
+            if not action.get("enabled", True):
+                raise ExecutionRequestError(f'Unable to execute. Action "{actionRef}" is disabled.')
+            schema = self.schemaFor(action)
+            scope = dict(renderContext or {})
+            scope["action_context"] = ctx
+            live = liveParameters(schema, given, scope)
+            validateParameters(schema, live)
+        except (ExecutionRequestError, ParameterError) as e:
+            error = str(e)
+            schema = {}
+        doc["parameters"] = maskSecrets(schema, live) if schema else live
+        doc["_parameters"] = live
+        doc["liveaction"]["parameters"] = doc["parameters"]
+        if error is not None:
+            if not failOnError:
+                raise ExecutionRequestError(error)
+            doc["status"] = "failed"
+            doc["result"] = {"error": error, "traceback": error}
+            doc["end_timestamp"] = now
+            doc["elapsed_seconds"] = 0.0
+            doc["log"].append({"status": "failed", "timestamp": now})
+            await self._store.insert("executions", doc)
+            self._completed(doc)
+            return doc
+        await self._store.insert("executions", doc)
+        log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
+        self.wake()
+        return doc
+
+    async def reRun(self, original: dict, parameters: Mapping[str, Any], user: str) -> dict:
+        merged = dict(original.get("_parameters", original.get("parameters") or {}))
+        merged.update(parameters or {})
+        ctx = {k: v for k, v in (original.get("context") or {}).items() if k in ("pack", "trace_context")}
+        ctx["user"] = user
+        ctx["re-run"] = {"ref": original["id"]}
+        return await self.create(original["action"]["ref"], merged, ctx, user)
+
+    # -- status changes --------------------------------------------------
+
+    async def transition(self, execId: str, fromStatuses: Iterable[str], status: str, **fields: Any) -> Optional[dict]:
+        """
+        Move an execution to C{status} if it is in one of C{fromStatuses};
+        fire with the new document, or C{None} when it was not.
+        """
+        now = self.now()
+        changes: Dict[str, Any] = {"status": status}
+        changes.update(fields)
+        if status in COMPLETED:
+            doc = await self._store.get("executions", execId)
+            if doc is None:
+                return None
+            changes["end_timestamp"] = now
+            start = parseIso(doc["start_timestamp"])
+            changes["elapsed_seconds"] = round((parseIso(now) - start).total_seconds(), 6)
+        updated = await self._store.update(
+            "executions",
+            {"id": execId, "status": {"$in": list(fromStatuses)}},
+            set=changes,
+            push={"log": {"status": status, "timestamp": now}},
+        )
+        if updated is not None and status in COMPLETED:
+            self._completed(updated)
+        return updated
+
+    async def cancel(self, execution: dict, user: str) -> dict:
+        """
+        Cancel a queued or running execution.  A running child is killed by
+        the executor that runs it when it sees the status change (at once in
+        this process, within its poll interval in another).
+        """
+        result = {"message": "Action canceled by user.", "user": user}
+        updated = await self.transition(
+            execution["id"], CANCELABLE, "canceled", result=result, **{"context.cancelled_by": user}
+        )
+        return updated if updated is not None else (await self._store.get("executions", execution["id"]))
+
+    # -- completion ------------------------------------------------------
+
+    def addCompletionListener(self, fn: Callable[[dict], Any]) -> None:
+        self._listeners.append(fn)
+
+    def _completed(self, doc: dict) -> None:
+        for d in self._waiters.pop(doc["id"], []):
+            d.callback(doc)
+        for fn in self._listeners:
+            try:
+                fn(doc)
+            except Exception:
+                log.failure("Completion listener {fn!r} failed", fn=fn)
+
+    async def waitForCompletion(self, execId: str, timeout: float) -> Optional[dict]:
+        """
+        The execution once it has completed, or as it is when C{timeout}
+        seconds have passed.
+        """
+        doc = await self._store.get("executions", execId)
+        if doc is None or doc["status"] in COMPLETED or timeout <= 0:
+            return doc
+        d: Deferred = Deferred()
+        self._waiters.setdefault(execId, []).append(d)
+        call = self._clock.callLater(timeout, lambda: (not d.called) and d.callback(None))
+        result = await d
+        if call.active():
+            call.cancel()
+        waiters = self._waiters.get(execId)
+        if waiters and d in waiters:
+            waiters.remove(d)
+            if not waiters:
+                del self._waiters[execId]
+        if result is None:
+            return await self._store.get("executions", execId)
+        return result
+
+
+def publicDocument(doc: Mapping[str, Any]) -> dict:
+    """
+    The execution as the API shows it: internal fields (leading C{_}) and
+    falsy top-level fields dropped, as st2's C{from_model} does.
+    """
+    return {k: v for k, v in doc.items() if not k.startswith("_") and k != "node" and (v or v == 0 or k in ("parameters",)) }

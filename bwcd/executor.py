@@ -1,0 +1,269 @@
+# -*- test-case-name: tests.test_executions -*-
+"""
+The executor: claims queued executions from the store and runs them as local
+child processes, at most C{max_concurrent} at a time.
+
+The queue is the store itself.  A claim is one conditional update
+(C{requested -> scheduled}), atomic in both backends, so any number of bwcd
+processes sharing a MongoDB run each execution exactly once.  Executions
+created in this process are claimed at once by id (a primary-key update);
+a periodic sweep picks up everything else (other processes' requests, work
+left queued while all slots were busy, requests recovered at start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Callable, Dict, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from bwcd.executions import COMPLETED, ExecutionService
+from bwcd.runners.argv import scriptArgv, shellCmdArgv, sudoArgv
+from bwcd.runners.params import mergeSchema, splitRunnerAndAction, validateParameters
+from bwcd.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
+from bwcd.store.interface import IStore
+from bwcd.packs.loader import scriptPath
+
+log = Logger(namespace="bwcd.executor")
+
+
+class Executor(Service):
+    """
+    Runs queued executions.
+
+    @param packPaths: a callable giving the current C{{pack name: folder}}
+        map (it changes on SIGHUP).
+    @param issueToken: C{async (user, ttl) -> token string} for the child's
+        C{ST2_ACTION_AUTH_TOKEN}, or None.
+    """
+
+    pollInterval = 1.0
+
+    def __init__(
+        self,
+        store: IStore,
+        executions: ExecutionService,
+        runner: Any,
+        clock: IReactorTime,
+        maxConcurrent: int,
+        apiURL: str,
+        packPaths: Callable[[], Dict[str, str]],
+        issueToken: Optional[Callable[[str, int], Any]] = None,
+        nodeId: str = "",
+    ) -> None:
+        self._store = store
+        self._executions = executions
+        self._runner = runner
+        self._clock = clock
+        self._max = maxConcurrent
+        self._apiURL = apiURL.rstrip("/") + "/v1"
+        self._packPaths = packPaths
+        self._issueToken = issueToken
+        self.nodeId = nodeId or f"{socket.gethostname()}:{os.getpid()}"
+        self._running: Dict[str, Any] = {}
+        self._active: Dict[str, Deferred] = {}
+        self._claiming = 0
+        self._stopping = False
+        self._sweepPending = False
+        self._loop: Optional[LoopingCall] = None
+        executions.wake = self.wake
+
+    @property
+    def runningCount(self) -> int:
+        return len(self._running)
+
+    def _free(self) -> int:
+        return self._max - len(self._active) - self._claiming
+
+    # -- service ---------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self._clock
+        self._loop.start(self.pollInterval, now=True).addErrback(lambda f: log.failure("executor poll loop died", f))
+
+    async def recover(self) -> None:
+        """
+        Executions this node left C{running} or C{scheduled} when it died:
+        running ones are C{abandoned} (their children died with it), claimed
+        but not yet started ones go back to the queue.
+        """
+        stale = await self._store.find("executions", {"status": "running", "node": self.nodeId})
+        for doc in stale:
+            await self._executions.transition(doc["id"], ["running"], "abandoned", result={"error": "bwcd stopped while the action was running"})
+            log.warn("Execution {execution_id} abandoned: bwcd died while it ran", execution_id=doc["id"])
+        queued = await self._store.find("executions", {"status": "scheduled", "node": self.nodeId})
+        for doc in queued:
+            await self._store.update("executions", {"id": doc["id"], "status": "scheduled"}, set={"status": "requested", "node": None})
+
+    async def stopService(self) -> None:  # type: ignore[override]
+        """
+        Claim nothing more; stop running children (their executions end
+        C{abandoned}) and wait until their records are written.
+        """
+        self._stopping = True
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for execId, proc in list(self._running.items()):
+            log.info("Stopping execution {execution_id} for shutdown", execution_id=execId)
+            proc.kill("abandoned")
+        if self._active:
+            await DeferredList(list(self._active.values()), consumeErrors=True)
+
+    # -- claiming --------------------------------------------------------
+
+    def wake(self, execId: Optional[str] = None) -> None:
+        if self._stopping or not self.running:
+            return
+        self._clock.callLater(0, self._sweep)
+
+    def _tick(self) -> None:
+        self._sweep()
+        self._checkCanceled()
+
+    def _sweep(self) -> None:
+        if self._stopping or self._sweepPending or self._free() <= 0:
+            return
+        self._sweepPending = True
+        d = ensureDeferred(self._claimLoop())
+        d.addErrback(lambda f: log.failure("Claiming queued executions failed", f))
+
+        def done(_):
+            self._sweepPending = False
+
+        d.addBoth(done)
+
+    async def _claimLoop(self) -> None:
+        while not self._stopping and self._free() > 0:
+            self._claiming += 1
+            try:
+                doc = await self._store.update(
+                    "executions",
+                    {"status": "requested"},
+                    set={"status": "scheduled", "node": self.nodeId},
+                    push={"log": {"status": "scheduled", "timestamp": self._executions.now()}},
+                    sort=[("start_timestamp", 1)],
+                )
+            finally:
+                self._claiming -= 1
+            if doc is None:
+                return
+            self._launch(doc)
+
+    def _launch(self, doc: dict) -> None:
+        d = ensureDeferred(self._run(doc))
+        self._active[doc["id"]] = d
+        d.addErrback(lambda f: log.failure("Execution {execution_id} crashed the executor", f, execution_id=doc["id"]))
+
+        def done(_):
+            self._active.pop(doc["id"], None)
+            self._running.pop(doc["id"], None)
+            self.wake()
+
+        d.addBoth(done)
+
+    async def _checkCanceledAsync(self) -> None:
+        if not self._running:
+            return
+        docs = await self._store.find("executions", {"id": {"$in": list(self._running)}, "status": "canceled"})
+        for doc in docs:
+            proc = self._running.get(doc["id"])
+            if proc is not None:
+                proc.kill("canceled")
+
+    def _checkCanceled(self) -> None:
+        ensureDeferred(self._checkCanceledAsync()).addErrback(lambda f: log.failure("Cancel check failed", f))
+
+    def cancelLocal(self, execId: str) -> None:
+        """
+        Kill the child of C{execId} now if this process runs it.
+        """
+        proc = self._running.get(execId)
+        if proc is not None:
+            proc.kill("canceled")
+
+    # -- running ---------------------------------------------------------
+
+    async def _run(self, doc: dict) -> None:
+        execId = doc["id"]
+        action = doc["action"]
+        try:
+            argv, env, cwd, timeout = await self._prepare(doc)
+        except Exception as e:
+            log.failure("Execution {execution_id} could not be prepared", execution_id=execId)
+            await self._executions.transition(execId, ["scheduled"], "failed", result={"error": str(e), "traceback": repr(e)})
+            return
+        running = await self._executions.transition(
+            execId, ["scheduled"], "running",
+            **{"liveaction.runner_info": {"hostname": socket.gethostname(), "pid": os.getpid()}},
+        )
+        if running is None:
+            return  # canceled while queued
+        seq = [0]
+
+        def onOutput(stream: str, data: bytes) -> None:
+            seq[0] += 1
+            ensureDeferred(self._store.insert("execution_output", {
+                "execution_id": execId,
+                "seq": seq[0],
+                "action_ref": action["ref"],
+                "runner_ref": action["runner_type"],
+                "timestamp": self._executions.now(),
+                "output_type": stream,
+                "data": data.decode("utf-8", "replace"),
+            })).addErrback(lambda f: log.failure("Storing output of {execution_id} failed", f, execution_id=execId))
+
+        proc = self._runner.start(argv, env=env, cwd=cwd, timeout=timeout, on_output=onOutput)
+        self._running[execId] = proc
+        log.info("Execution {execution_id} running {action} (pid {pid})", execution_id=execId, action=action["ref"], pid=getattr(proc, "pid", None))
+        outcome = await proc.result
+        self._running.pop(execId, None)
+        await self._executions.transition(execId, ["running"], outcome.status, result=outcome.result)
+        log.info("Execution {execution_id} {status}", execution_id=execId, status=outcome.status)
+
+    async def _prepare(self, doc: dict):
+        action = doc["action"]
+        runnerName = action["runner_type"]
+        runnerParams = runnerParameters(runnerName)
+        schema = mergeSchema(runnerParams, action.get("parameters") or {}, action["ref"])
+        params = validateParameters(schema, doc.get("_parameters", doc.get("parameters") or {}))
+        runnerPart, actionPart = splitRunnerAndAction(runnerParams, action.get("parameters") or {}, params)
+        for name, spec in (action.get("parameters") or {}).items():
+            if name in runnerParams and name in params:
+                runnerPart[name] = params[name]
+        timeout = runnerPart.get("timeout") or 60
+        env = dict(os.environ)
+        for k, v in (runnerPart.get("env") or {}).items():
+            env[str(k)] = str(v)
+        env["ST2_ACTION_PACK_NAME"] = action["pack"]
+        env["ST2_ACTION_EXECUTION_ID"] = doc["id"]
+        env["ST2_ACTION_API_URL"] = self._apiURL
+        if self._issueToken is not None:
+            env["ST2_ACTION_AUTH_TOKEN"] = await self._issueToken(doc["context"].get("user", "stanley"), int(timeout) + 300)
+        if runnerName == LOCAL_SHELL_SCRIPT:
+            packPath = self._packPaths().get(action["pack"])
+            if packPath is None:
+                raise ValueError(f'Pack "{action["pack"]}" is not installed on this node')
+            argv = scriptArgv(
+                scriptPath(packPath, action["entry_point"]),
+                action.get("parameters") or {},
+                actionPart,
+                runnerPart.get("kwarg_op", "--"),
+                cmd=runnerPart.get("cmd"),
+            )
+        else:
+            argv = shellCmdArgv(runnerPart["cmd"])
+        if runnerPart.get("sudo"):
+            argv = sudoArgv(argv)
+        return argv, env, runnerPart.get("cwd"), int(timeout)
+
+
+__all__ = ["Executor", "COMPLETED"]
