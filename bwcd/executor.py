@@ -24,7 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from bwcd.executions import COMPLETED, ExecutionService
-from bwcd.runners.argv import scriptArgv, shellCmdArgv, sudoArgv
+from bwcd.runners.argv import argvToShell, scriptArgv, shellCmdArgv, sudoArgv
 from bwcd.runners.params import mergeSchema, splitRunnerAndAction, validateParameters
 from bwcd.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
 from bwcd.store.interface import IStore
@@ -196,7 +196,7 @@ class Executor(Service):
         execId = doc["id"]
         action = doc["action"]
         try:
-            argv, env, cwd, timeout = await self._prepare(doc)
+            argv, env, cwd, timeout, stdin = await self._prepare(doc)
         except Exception as e:
             log.failure("Execution {execution_id} could not be prepared", execution_id=execId)
             await self._executions.transition(execId, ["scheduled"], "failed", result={"error": str(e), "traceback": repr(e)})
@@ -221,7 +221,11 @@ class Executor(Service):
                 "data": data.decode("utf-8", "replace"),
             })).addErrback(lambda f: log.failure("Storing output of {execution_id} failed", f, execution_id=execId))
 
-        proc = self._runner.start(argv, env=env, cwd=cwd, timeout=timeout, on_output=onOutput)
+        try:
+            proc = self._runner.start(argv, env=env, cwd=cwd, timeout=timeout, on_output=onOutput, stdin=stdin, sudo_password_used=stdin is not None)
+        except OSError as e:
+            await self._executions.transition(execId, ["running"], "failed", result={"error": f"Unable to start the action: {e}", "traceback": repr(e)})
+            return
         self._running[execId] = proc
         log.info("Execution {execution_id} running {action} (pid {pid})", execution_id=execId, action=action["ref"], pid=getattr(proc, "pid", None))
         outcome = await proc.result
@@ -261,9 +265,14 @@ class Executor(Service):
             )
         else:
             argv = shellCmdArgv(runnerPart["cmd"])
+        stdin = None
         if runnerPart.get("sudo"):
-            argv = sudoArgv(argv)
-        return argv, env, runnerPart.get("cwd"), int(timeout)
+            password = runnerPart.get("sudo_password")
+            command = runnerPart["cmd"] if runnerName != LOCAL_SHELL_SCRIPT else argvToShell(argv)
+            argv = sudoArgv(command, password=bool(password))
+            if password:
+                stdin = (password + "\n").encode("utf-8")
+        return argv, env, runnerPart.get("cwd"), int(timeout), stdin
 
 
 __all__ = ["Executor", "COMPLETED"]

@@ -27,6 +27,7 @@ from bwcd.api.action_routes import installActionRoutes
 from bwcd.api.auth_routes import installApiKeyRoutes, installTokenRoutes
 from bwcd.api.execution_routes import installExecutionRoutes
 from bwcd.api.framework import Api
+from bwcd.api.health_routes import installHealthRoutes
 from bwcd.api.site import BwcdSite
 from bwcd.auth.apikeys import ApiKeys
 from bwcd.auth.credentials import Authenticator
@@ -35,6 +36,7 @@ from bwcd.auth.tokens import Tokens
 from bwcd.config import Config
 from bwcd.executions import ExecutionService
 from bwcd.executor import Executor
+from bwcd.metrics import Metrics
 from bwcd.packs.registrar import packFolders, registerActions, registerRunnerTypes
 from bwcd.runners.local import LocalRunner
 from bwcd.store.url import openStore
@@ -90,6 +92,7 @@ class BwcdService(MultiService):
             packPaths=lambda: self.packFolders,
             issueToken=self._issueChildToken,
         )
+        self.metrics = Metrics()
         self.api = Api(self.authenticator.authenticate)
         self.authApi = Api(self.authenticator.authenticate)
         self._extensions: List[Any] = []
@@ -105,9 +108,13 @@ class BwcdService(MultiService):
         installApiKeyRoutes(self.api, self.apikeys)
         installActionRoutes(self.api, self.store)
         installExecutionRoutes(self.api, self.store, self.executions, self.executor)
+        installHealthRoutes(self.api, self.store, self.reactor, self.metrics, lambda: self.executor.runningCount, config.api.metrics)
 
     def _listen(self, description: str, api: Api) -> None:
-        site = BwcdSite(api.resource(), self.config.api.max_body_bytes, self.config.api.trusted_proxies, reactor=self.reactor)
+        site = BwcdSite(
+            api.resource(), self.config.api.max_body_bytes, self.config.api.trusted_proxies,
+            onRequestDone=self.metrics.observeRequest, reactor=self.reactor,
+        )
         svc = StreamServerEndpointService(endpoints.serverFromString(self.reactor, description), site)
         svc._raiseSynchronously = True
         svc.setServiceParent(self)

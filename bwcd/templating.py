@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
 
 import yaml
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta
 from jinja2.sandbox import SandboxedEnvironment
 from jsonpath_ng import parse as _parseJsonPath
 
@@ -66,6 +66,15 @@ class ParameterRenderError(ValueError):
 # Filters (st2common/expressions/functions/*)
 
 
+def _defined(value: Any) -> Any:
+    # A serialising filter given an undefined value would report "Object of
+    # type StrictUndefined is not JSON serializable"; raise Jinja's own
+    # message ("'dict object' has no attribute 'x'") instead.
+    if isinstance(value, Undefined):
+        str(value)
+    return value
+
+
 def toJsonString(value: Any, indent: Optional[int] = None, sort_keys: bool = False,
                  separators: Optional[Tuple[str, str]] = (",", ": ")) -> str:
     options: Dict[str, Any] = {}
@@ -75,7 +84,7 @@ def toJsonString(value: Any, indent: Optional[int] = None, sort_keys: bool = Fal
         options["sort_keys"] = sort_keys
     if separators is not None:
         options["separators"] = tuple(separators)
-    return json.dumps(value, **options)
+    return json.dumps(_defined(value), **options)
 
 
 def fromJsonString(value: Any) -> Any:
@@ -88,7 +97,7 @@ def toYamlString(value: Any, indent: Optional[int] = None, allow_unicode: bool =
         options["indent"] = indent
     if allow_unicode is not None:
         options["allow_unicode"] = allow_unicode
-    return yaml.safe_dump(value, **options)
+    return yaml.safe_dump(_defined(value), **options)
 
 
 def fromYamlString(value: Any) -> Any:
@@ -97,7 +106,7 @@ def fromYamlString(value: Any) -> Any:
 
 def jsonEscape(value: Any) -> str:
     # json.dumps does the escaping; the surrounding quotes are not wanted.
-    return json.dumps(value).strip('"')
+    return json.dumps(_defined(value)).strip('"')
 
 
 @lru_cache(maxsize=256)
@@ -113,7 +122,7 @@ def jsonpathQuery(value: Any, query: str) -> Optional[List[Any]]:
 
 
 def toComplex(value: Any) -> str:
-    return json.dumps(value)
+    return json.dumps(_defined(value))
 
 
 def _regexFlags(ignorecase: bool) -> int:
@@ -417,24 +426,38 @@ def _dependencies(value: Any) -> Optional[FrozenSet[str]]:
 def _cycleNames(edges: Mapping[str, FrozenSet[str]]) -> List[str]:
     """
     One name per simple cycle (its smallest member), like st2's report of
-    C{cycle[0]} for each of networkx's simple cycles.
+    C{cycle[0]} for each of networkx's simple cycles; empty when acyclic.
     """
+    # Peel off parameters whose dependencies are all resolvable; whatever
+    # remains is on a cycle or depends on one.
+    remaining = {name: set(deps) & set(edges) for name, deps in edges.items()}
+    ready = [name for name, deps in remaining.items() if not deps]
+    while ready:
+        done = ready.pop()
+        del remaining[done]
+        for name, deps in remaining.items():
+            if done in deps:
+                deps.discard(done)
+                if not deps:
+                    ready.append(name)
+    if not remaining:
+        return []
     names: Set[str] = set()
-    order = sorted(edges)
-    for start in order:
+    for start in sorted(remaining):
         # Only walk through nodes sorting after `start`, so each cycle is
-        # found once, from its smallest node.
+        # found once, from its smallest node; the walk is bounded because
+        # the number of simple cycles can grow exponentially.
         stack: List[Tuple[str, List[str]]] = [(start, [start])]
         explored = 0
         while stack and explored < 10000:
             node, path = stack.pop()
             explored += 1
-            for following in sorted(edges.get(node, ())):
+            for following in sorted(remaining[node]):
                 if following == start:
                     names.add(start)
-                elif following > start and following not in path and following in edges:
+                elif following > start and following not in path:
                     stack.append((following, path + [following]))
-    return sorted(names)
+    return sorted(names) or [min(remaining)]
 
 
 def _topologicalOrder(names: List[str], edges: Mapping[str, FrozenSet[str]]) -> List[str]:

@@ -263,7 +263,7 @@ class ValidateParametersTests(SynchronousTestCase):
             ({"cmd": "x", "timeout": "a"}, "'a' is not of type 'integer'"),
             ({"cmd": "x", "timeout": True}, "True is not of type 'integer'"),
             ({"cmd": "x", "timeout": 1.5}, "1.5 is not of type 'integer'"),
-            ({"cmd": "x", "env": "A=b"}, "'A=b' is not of type 'object'"),
+            ({"cmd": "x", "env": "A=b"}, "'A=b' is not of type 'object', 'null'"),
         ]:
             self.assertParameterError(schema, given, message)
 

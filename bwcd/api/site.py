@@ -92,15 +92,15 @@ class BwcdRequest(Request):
         if peer in self.site.trustedProxies:
             forwarded = self.getHeader(b"x-forwarded-for")
             if forwarded:
-                return forwarded.split(",")[0].strip()
+                return forwarded.split(b",")[0].strip().decode("latin-1")
         return peer
 
     def forwardedProto(self) -> str:
         peer = getattr(super().getClientAddress(), "host", "") or ""
         if peer in self.site.trustedProxies:
             proto = self.getHeader(b"x-forwarded-proto")
-            if proto in ("http", "https"):
-                return proto
+            if proto in (b"http", b"https"):
+                return proto.decode("ascii")
         return "https" if self.isSecure() else "http"
 
     def process(self) -> None:
@@ -108,7 +108,7 @@ class BwcdRequest(Request):
             self.setHeader(name, value)
         requestId = self.getHeader(b"x-request-id")
         if requestId:
-            self.setHeader(b"X-Request-ID", requestId.encode("utf-8")[:200])
+            self.setHeader(b"X-Request-ID", requestId[:200])
         if self.method == b"OPTIONS":
             self.setResponseCode(200)
             self.setHeader(b"Content-Length", b"0")

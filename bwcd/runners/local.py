@@ -77,6 +77,7 @@ _log = Logger(namespace="bwcd.runners.local")
 # Indirection so tests with a fake reactor (and fake pids) never signal real
 # process groups.
 _killpg = os.killpg
+_kill = os.kill
 
 
 def findSetsid() -> str:
@@ -138,6 +139,9 @@ class _ChildProtocol(ProcessProtocol):
         if stream is not None:
             self._owner._output(stream, data)
 
+    def processExited(self, reason: Failure) -> None:
+        self._owner._exited = True
+
     def processEnded(self, reason: Failure) -> None:
         self._owner._ended(reason)
 
@@ -175,6 +179,7 @@ class RunningProcess:
         self._timeoutCall: Optional[IDelayedCall] = None
         self._killCall: Optional[IDelayedCall] = None
         self._done = False
+        self._exited = False
         self._transport: Any = None
         self.pid: int = 0
         self.result: Deferred[RunResult] = Deferred()
@@ -238,7 +243,15 @@ class RunningProcess:
         try:
             _killpg(self.pid, sig)
         except ProcessLookupError:
-            pass
+            # No such group: either it is gone, or the child has not yet
+            # called setsid() (killed right after the start).  In the latter
+            # case it has no children yet and signalling the pid suffices;
+            # the pid is still ours because the child has not been reaped.
+            if not self._exited:
+                try:
+                    _kill(self.pid, sig)
+                except ProcessLookupError:
+                    pass
         except PermissionError:
             # A group whose members all run as another user (sudo).
             _log.warn(

@@ -21,12 +21,31 @@ A filter is a dict ``{path: condition}``; all conditions must hold (AND).
 ``path`` is a field name or a dotted path into nested dicts
 (``"context.user"``, ``"rule.id"``).  A condition is either a plain JSON value
 (equality; ``None`` matches a missing field or an explicit null) or a dict
-with exactly one operator: ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$ne``,
-``$in`` (list), ``$exists`` (bool).  ``"id"`` may be used as a path.
+of one or more operators, all of which must hold: ``$gt``, ``$gte``, ``$lt``,
+``$lte``, ``$ne``, ``$in`` (list), ``$exists`` (bool); e.g.
+``{"start_timestamp": {"$gte": a, "$lt": b}}``.  ``"id"`` may be used as a
+path.
+
+Comparisons follow MongoDB: ``True`` never equals ``1``; ``1`` equals
+``1.0``; range operators take a string or a number and compare strings only
+with strings and numbers only with numbers; ``$ne`` also matches documents
+lacking the field, and ``$in`` matches them only when it lists ``None``.
+Equality with an object or a list compares the whole value; MongoDB's
+matching of a scalar against the elements of an array field is not part of
+the contract.  Anything outside this language (other operators, ``$or``,
+keys that are empty or all digits, ``_id``) and unknown collection names are
+programming errors: the Deferred fails with C{ValueError}.
 
 Sorting
 -------
-``sort`` is a sequence of ``(path, 1 | -1)`` pairs.
+``sort`` is a sequence of ``(path, 1 | -1)`` pairs.  Without a sort the order
+is unspecified.
+
+Unique keys
+-----------
+The unique keys of L{bwcd.store.schema} must be present (not null) in every
+document of their collection: SQLite lets any number of documents lack one,
+MongoDB only one.
 
 Errors
 ------
@@ -112,7 +131,8 @@ class IStore(Interface):
 
     def insert(collection: str, doc: Document) -> Deferred[Document]:
         """
-        Store a new document durably and fire with it (with C{id} set).  The
+        Store a new document durably and fire with it (a copy, with C{id}
+        set; the caller's dict is not changed).  The
         Deferred fires only once the write is on disk (SQLite commit) or
         acknowledged under the configured write concern (MongoDB).
         """
@@ -136,7 +156,7 @@ class IStore(Interface):
     ) -> Deferred[list]:
         """
         Documents matching C{filter}, sorted, then C{offset} skipped and at
-        most C{limit} returned (C{None}: no limit).
+        most C{limit} returned (C{None}: no limit; C{0}: none).
         """
 
     def count(collection: str, filter: Filter) -> Deferred[int]:
@@ -156,8 +176,11 @@ class IStore(Interface):
         order) and fire with the document as it is B{after} the change, or
         with C{None} when nothing matched.
 
-        C{set} maps dotted paths to new values; C{push} maps dotted paths of
-        lists to one value each to append.  The match and the change are one
+        C{set} maps dotted paths to new values (missing intermediate objects
+        are created); C{push} maps dotted paths of lists to one value each to
+        append (a missing list is created; pushing to a non-list fails).  At
+        least one of them must be given, and neither may touch C{id}
+        (C{ValueError}).  The match and the change are one
         atomic step even between processes sharing the database, which is what
         makes this the primitive for claiming queued work ("set status to
         running where status is scheduled") so that no two workers claim the

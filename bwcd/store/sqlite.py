@@ -50,7 +50,6 @@ from bwcd.store.interface import (
 )
 from bwcd.store.schema import (
     COLLECTIONS,
-    SCHEMA_VERSION,
     CollectionSchema,
     Key,
     checkDocument,
@@ -239,7 +238,7 @@ def _createEverything(cursor: sqlite3.Cursor) -> None:
 
 MIGRATIONS: Sequence[Callable[[sqlite3.Cursor], None]] = (_createEverything,)
 """
-C{MIGRATIONS[n]} brings a database from C{user_version} n to n + 1, inside
+One step per L{bwcd.store.schema.SCHEMA_VERSION}: C{MIGRATIONS[n]} brings a database from C{user_version} n to n + 1, inside
 the caller's transaction.  Tables and indexes declared in
 L{bwcd.store.schema} are also (re)created idempotently on every start, so a
 new index needs no migration; migrations are for reshaping data.
@@ -552,7 +551,9 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
-        if before != after:
+        if before == 0:
+            log.info("Created SQLite store {path} at schema version {after}", path=self.path, after=after)
+        elif before != after:
             log.info(
                 "Migrated SQLite store {path} from schema version {before} to {after}",
                 path=self.path,
@@ -702,7 +703,6 @@ class SQLiteStore:
 
 __all__ = [
     "MIGRATIONS",
-    "SCHEMA_VERSION",
     "SQLiteStore",
     "applyUpdate",
     "compileFilter",

@@ -1,0 +1,179 @@
+# -*- test-case-name: tests.test_admin -*-
+"""
+C{bwcd-admin}: the first credentials of a fresh install.
+
+bwcd ships with no default password.  An operator with access to the
+configuration (and so to the users file and the database) creates a user for
+password logins or an API key for webhooks here, without the daemon having to
+be reachable or even running.
+
+    bwcd-admin [--config PATH] user-add NAME [--password-stdin]
+    bwcd-admin [--config PATH] apikey-create [--user NAME] [--metadata JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from typing import IO, Any, Mapping, Optional, Sequence
+
+import attrs
+import yaml
+from twisted.internet import task
+from twisted.internet.defer import ensureDeferred
+
+from bwcd.auth.apikeys import ApiKeys
+from bwcd.auth.htpasswd import UsersFileError, setPassword
+from bwcd.config import SYSTEM_CONFIG, Config, ConfigError, loadConfig, parseConfig
+from bwcd.store.interface import StoreError
+
+
+def loadAdminConfig(path: Optional[str], environ: Mapping[str, str] = os.environ) -> Config:
+    """
+    The daemon's configuration, found the same way, except that a configured
+    users file may be missing: creating it is what C{user-add} is for.
+    """
+    try:
+        return loadConfig(path, environ)
+    except ConfigError as e:
+        if not str(e).startswith("auth.users_file: no such file"):
+            raise
+    source = path or environ.get("BWCD_CONFIG") or SYSTEM_CONFIG
+    with open(source, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    auth = dict(data["auth"])
+    usersFile = auth.pop("users_file")
+    data["auth"] = auth
+    config = parseConfig(data, source, environ)
+    return attrs.evolve(config, auth=attrs.evolve(config.auth, users_file=usersFile))
+
+
+def buildParser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: $BWCD_CONFIG, else /etc/bwcd/bwcd.yaml if it exists)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="bwcd-admin",
+        description="Create bwcd's first credentials: a password user or an API key.",
+    )
+    parser.add_argument("--config", metavar="PATH", default=None, help="configuration file (may also follow the command)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    userAdd = commands.add_parser(
+        "user-add",
+        parents=[common],
+        help="add a user to the users file, or change their password",
+    )
+    userAdd.add_argument("name", metavar="NAME")
+    userAdd.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of prompting",
+    )
+    apikey = commands.add_parser(
+        "apikey-create",
+        parents=[common],
+        help="create an API key and print it (it is shown only this once)",
+    )
+    apikey.add_argument("--user", metavar="NAME", default=None, help="owner of the key (default: system.user)")
+    apikey.add_argument("--metadata", metavar="JSON", default=None, help='a JSON object stored with the key, e.g. \'{"for": "ci"}\'')
+    return parser
+
+
+def readPassword(fromStdin: bool, stdin: IO[str], prompt: Optional[Any] = None) -> str:
+    """
+    @raise UsersFileError: the two prompted passwords differ or none came.
+    """
+    if fromStdin:
+        line = stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        return password[:-1] if password.endswith("\r") else password
+    prompt = prompt or getpass.getpass
+    first = prompt("Password: ")
+    second = prompt("Password (again): ")
+    if first != second:
+        raise UsersFileError("the passwords do not match")
+    return first
+
+
+def userAdd(config: Config, name: str, password: str, stdout: IO[str]) -> None:
+    path = config.auth.users_file
+    created = setPassword(path, name, password)
+    verb = "Added user" if created else "Changed the password of user"
+    stdout.write(f"{verb} {name} in {path}\n")
+
+
+async def apikeyCreate(reactor: Any, config: Config, user: str, metadata: dict, stdout: IO[str]) -> None:
+    """
+    Open the configured store, create a key and print only the key.
+    """
+    from bwcd.store.url import openStore
+
+    store = openStore(config.storage.url, reactor)
+    await store.start()
+    try:
+        _doc, key = await ApiKeys(store, reactor).create(user, metadata=metadata)
+    finally:
+        await store.stop()
+    stdout.write(key + "\n")
+    stdout.flush()
+
+
+def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[str]] = None, stdout: Optional[IO[str]] = None, stderr: Optional[IO[str]] = None) -> int:
+    """
+    The C{bwcd-admin} console entry point; returns the exit status.
+    """
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = buildParser()
+    args = parser.parse_args(argv)
+    try:
+        config = loadAdminConfig(args.config)
+    except (ConfigError, OSError) as e:
+        stderr.write(f"bwcd-admin: {e}\n")
+        return 1
+    if args.command == "user-add":
+        try:
+            password = readPassword(args.password_stdin, stdin)
+            userAdd(config, args.name, password, stdout)
+        except UsersFileError as e:
+            stderr.write(f"bwcd-admin: {e}\n")
+            return 1
+        except (EOFError, KeyboardInterrupt):
+            stderr.write("bwcd-admin: no password given\n")
+            return 1
+        return 0
+    metadata: dict = {}
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except ValueError as e:
+            parser.error(f"--metadata: not JSON: {e}")
+        if not isinstance(metadata, dict):
+            parser.error("--metadata: expected a JSON object")
+    user = args.user or config.system.user
+
+    async def run(reactor: Any) -> None:
+        try:
+            await apikeyCreate(reactor, config, user, metadata, stdout)
+        except StoreError as e:
+            # not the URL: a MongoDB URL may carry a password
+            stderr.write(f"bwcd-admin: the store cannot be used: {e}\n")
+            raise SystemExit(1)
+        except Exception as e:
+            stderr.write(f"bwcd-admin: could not create the key: {e.__class__.__name__}: {e}\n")
+            raise SystemExit(1)
+
+    task.react(lambda reactor: ensureDeferred(run(reactor)))
+    return 0  # react() exits the process; this is never reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""
+One module per resource; each has C{register(subparsers)}.
+
+The modules import nothing heavier than the standard library at import time,
+so building the parser (and answering C{-h}) stays fast.
+"""
+
+from bwcd.cli.commands import action, apikey, auth, execution, rule, triggerinstance, webhook
+
+MODULES = (auth, action, execution, rule, webhook, triggerinstance, apikey)
+
+
+def registerAll(subparsers) -> None:
+    for module in MODULES:
+        module.register(subparsers)

@@ -1,0 +1,161 @@
+# -*- test-case-name: tests.test_cli_commands -*-
+"""
+C{execution list|get|cancel|re-run|tail}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from bwcd.cli import format as fmt
+from bwcd.cli.args import parseRunArguments
+from bwcd.cli.commands.action import (
+    addRunOptions,
+    fetchActionAndRunner,
+    followExecution,
+    printExecution,
+    tailExecution,
+)
+from bwcd.cli.commands.common import (
+    addBranch,
+    addCommand,
+    addListOptions,
+    executionTransforms,
+    notFound,
+    printNoteBox,
+    printTable,
+    requireDict,
+    requireList,
+    totalCount,
+    withElapsed,
+)
+from bwcd.cli.errors import CLIError
+from bwcd.cli.session import quotePath
+
+LIST_ATTRIBUTES = ["id", "action.ref", "context.user", "status", "start_timestamp", "end_timestamp"]
+GET_ATTRIBUTES = ["id", "action.ref", "context.user", "parameters", "status", "start_timestamp", "end_timestamp", "log", "result"]
+
+
+async def fetchExecution(session, executionId: str):
+    doc = await session.getOrNone(f"/executions/{quotePath(executionId)}")
+    return requireDict(doc, "execution") if doc is not None else None
+
+
+async def executionList(session, args) -> int:
+    params: Dict[str, Any] = {"limit": args.last}
+    if not args.showall:
+        params["parent"] = "null"
+    for name in ("action", "status", "user", "trigger_instance", "timestamp_gt", "timestamp_lt"):
+        value = getattr(args, name)
+        if value:
+            params[name] = value
+    if args.sort_order in ("asc", "ascending"):
+        params["sort_asc"] = "true"
+    response = await session.api("GET", "/executions", params=params)
+    from bwcd.cli.session import decodeJSON
+
+    executions = requireList(decodeJSON(response), "executions")
+    executions = list(reversed(executions))
+    if args.json or args.yaml:
+        printTable(session, args, executions, args.attr)
+        return 0
+    shown = [withElapsed(session, e) for e in executions]
+    printTable(session, args, shown, args.attr, executionTransforms(session))
+    printNoteBox(session, "action executions", args.last, totalCount(response))
+    return 0
+
+
+async def executionGet(session, args) -> int:
+    execution = await fetchExecution(session, args.id)
+    if execution is None:
+        raise notFound(session, "Execution", args.id)
+    printExecution(session, args, execution, args.attr or GET_ATTRIBUTES)
+    return 0
+
+
+async def executionCancel(session, args) -> int:
+    for executionId in args.ids:
+        response = await session.api("DELETE", f"/executions/{quotePath(executionId)}", allow=(404,))
+        if response.code == 404:
+            session.write(f'Execution "{executionId}" is not found.')
+            continue
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and doc.get("faultstring"):
+            session.write(str(doc["faultstring"]))
+        elif isinstance(doc, dict) and doc.get("status") == "canceling":
+            session.write(f"Cancellation requested for action execution with id {executionId}.")
+        elif isinstance(doc, dict):
+            session.write(f"action execution with id {executionId} canceled.")
+        else:
+            session.write(f"Cannot cancel action execution with id {executionId}.")
+    return 0
+
+
+async def executionReRun(session, args) -> int:
+    original = await fetchExecution(session, args.id)
+    if original is None:
+        raise notFound(session, "Execution", args.id)
+    ref = fmt.getValue(original, "action.ref")
+    if not ref:
+        raise CLIError(f"Execution {args.id} has no action reference")
+    parameters: Dict[str, Any] = {}
+    if args.parameters:
+        action, runner = await fetchActionAndRunner(session, str(ref))
+        parameters = parseRunArguments(args.parameters, action.get("parameters") or {}, runner.get("runner_parameters") or {})
+    if args.tasks and parameters:
+        raise CLIError("Parameters cannot be provided when re-running specific tasks.")
+    body: Dict[str, Any] = {"parameters": parameters}
+    if args.tasks:
+        body["tasks"] = args.tasks
+        body["reset"] = [t for t in args.tasks if t not in (args.no_reset or [])]
+    if args.delay:
+        body["delay"] = args.delay
+    execution = requireDict(await session.sendJSON("POST", f"/executions/{quotePath(args.id)}/re_run", body), "re_run")
+    return await followExecution(session, args, execution)
+
+
+async def executionTail(session, args) -> int:
+    execution = await fetchExecution(session, args.id)
+    if execution is None:
+        raise notFound(session, "Execution", args.id)
+    await tailExecution(session, str(execution.get("id", args.id)), args.output_type)
+    return 0
+
+
+def register(subparsers) -> None:
+    branch = addBranch(subparsers, "execution", "Action executions")
+
+    parser = addCommand(branch, "list", "Get the list of the 50 most recent action executions.", executionList)
+    addListOptions(parser, LIST_ATTRIBUTES)
+    parser.add_argument("-n", "--last", type=int, dest="last", default=50, help="List N most recent action executions. Use -n -1 to fetch the full result set.")
+    parser.add_argument("-s", "--sort", type=str, dest="sort_order", default="descending", choices=["asc", "ascending", "desc", "descending"], help="Sort by start timestamp.")
+    parser.add_argument("--action", help="Action reference to filter the list.")
+    parser.add_argument("--status", help="Only return executions with the provided status.")
+    parser.add_argument("--user", help="Only return executions created by the provided user.")
+    parser.add_argument("--trigger_instance", "--trigger-instance", dest="trigger_instance", help="Trigger instance id to filter the list.")
+    parser.add_argument("-tg", "--timestamp-gt", dest="timestamp_gt", default=None, help="Only return executions with timestamp greater than the one provided (2000-01-01T12:00:00.000Z).")
+    parser.add_argument("-tl", "--timestamp-lt", dest="timestamp_lt", default=None, help="Only return executions with timestamp lower than the one provided (2000-01-01T12:00:00.000Z).")
+    parser.add_argument("-l", "--showall", action="store_true", help="Show all executions, including child executions of workflows.")
+
+    parser = addCommand(branch, "get", "Get individual action execution.", executionGet)
+    parser.add_argument("id", help="ID of the action execution.")
+    parser.add_argument("-d", "--detail", action="store_true", help="Display full detail of the execution in table format.")
+    parser.add_argument("-k", "--key", help="If result is type of JSON, then print specific key-value pair; dot notation for nested JSON is supported.")
+    parser.add_argument("-a", "--attr", nargs="+", default=GET_ATTRIBUTES, help='List of attributes to include in the output. "all" or unspecified will return all attributes.')
+
+    parser = addCommand(branch, "cancel", "Cancel action executions.", executionCancel)
+    parser.add_argument("ids", nargs="+", metavar="id", help="ID of the action execution.")
+
+    parser = addCommand(branch, "re-run", "Re-run a particular action.", executionReRun)
+    parser.add_argument("id", help="ID of action execution to re-run.")
+    parser.add_argument("parameters", nargs="*", help="List of keyword args, positional args, and optional args for the action.")
+    parser.add_argument("--tasks", nargs="*", help="Name of the workflow tasks to re-run.")
+    parser.add_argument("--no-reset", dest="no_reset", nargs="*", help="Name of the with-items tasks to not reset.")
+    addRunOptions(parser)
+
+    parser = addCommand(branch, "tail", "Tail output of a particular execution.", executionTail)
+    parser.add_argument("id", help="ID of action execution to tail (or \"last\").")
+    parser.add_argument("--type", dest="output_type", choices=["stdout", "stderr"], help="Type of output to tail. If not provided, defaults to all.")

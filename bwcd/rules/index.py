@@ -1,0 +1,324 @@
+# -*- test-case-name: tests.test_rules_engine -*-
+"""
+The in-memory view of rules, triggers and trigger types that the webhook
+path and the rules engine read for every event.
+
+Reading the store per event would cost a round trip per webhook and make
+matching cost grow with the number of rules; instead every process keeps:
+
+  - trigger ref -> the enabled rules for it (standard and backstop), with
+    their criteria compiled, so an event only ever looks at its own rules;
+  - hook name -> the webhook triggers registered under it;
+  - every trigger and trigger type by ref.
+
+Keeping it current:
+
+  - a change made through this process is applied here before the API
+    answers, so the very next event sees it;
+  - every change also rewrites a small change marker in the store, and each
+    process reads that marker every C{pollInterval} seconds and reloads
+    everything when it differs from the one its last reload saw, so other
+    processes sharing the database follow within about a second;
+  - reloads and local changes are serialised by one lock, so a reload that
+    started before a local change cannot overwrite it with older data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from bwcd.rules.criteria import CompiledCriteria, compileCriteria
+from bwcd.store.interface import DuplicateKey, IStore, StoreError, newId
+from bwcd.triggers import webhookUrl
+
+log = Logger(namespace="bwcd.rules.index")
+
+#: the C{kv} document whose C{value} changes whenever rules, triggers or
+#: trigger types change (the kv API should hide names starting with C{__bwcd})
+MARKER_NAME = "__bwcd.rules.revision"
+
+
+@attrs.frozen
+class IndexedRule:
+    """
+    An enabled rule ready for matching.
+    """
+
+    doc: Dict[str, Any]
+    criteria: CompiledCriteria
+
+    @property
+    def id(self) -> str:
+        return self.doc["id"]
+
+    @property
+    def ref(self) -> str:
+        return self.doc["ref"]
+
+    @property
+    def backstop(self) -> bool:
+        return (self.doc.get("type") or {}).get("ref") == "backstop"
+
+
+@attrs.frozen
+class RuleSet:
+    """
+    The enabled rules of one trigger, standard ones first evaluated.
+    """
+
+    standard: Tuple[IndexedRule, ...] = ()
+    backstop: Tuple[IndexedRule, ...] = ()
+
+
+EMPTY = RuleSet()
+
+
+def _sortKey(doc: Mapping[str, Any]) -> Tuple[str, str]:
+    return (doc.get("pack", ""), doc.get("name", ""))
+
+
+class _Snapshot:
+    """
+    Everything the index holds; replaced whole by a reload.
+    """
+
+    def __init__(self) -> None:
+        self.rules: Dict[str, Dict[str, Any]] = {}  # id -> doc
+        self.triggers: Dict[str, Dict[str, Any]] = {}  # ref -> doc
+        self.triggerTypes: Dict[str, Dict[str, Any]] = {}  # ref -> doc
+        self.byTrigger: Dict[str, RuleSet] = {}
+        self.hooks: Dict[str, List[Dict[str, Any]]] = {}
+        self.compiled: Dict[str, IndexedRule] = {}  # rule id -> compiled
+
+    def rebuildTrigger(self, triggerRef: str) -> None:
+        rules = sorted((d for d in self.rules.values() if d.get("enabled") and (d.get("trigger") or {}).get("ref") == triggerRef), key=_sortKey)
+        standard, backstop = [], []
+        for doc in rules:
+            indexed = self.compiled.get(doc["id"])
+            if indexed is None or indexed.doc is not doc:
+                indexed = IndexedRule(doc, compileCriteria(doc.get("criteria") or {}))
+                self.compiled[doc["id"]] = indexed
+            (backstop if indexed.backstop else standard).append(indexed)
+        if standard or backstop:
+            self.byTrigger[triggerRef] = RuleSet(tuple(standard), tuple(backstop))
+        else:
+            self.byTrigger.pop(triggerRef, None)
+
+    def rebuildAll(self) -> None:
+        grouped: Dict[str, List[Dict[str, Any]]] = {}
+        for doc in self.rules.values():
+            if doc.get("enabled"):
+                grouped.setdefault((doc.get("trigger") or {}).get("ref"), []).append(doc)
+        self.byTrigger = {}
+        self.compiled = {}
+        for ref, docs in grouped.items():
+            standard, backstop = [], []
+            for doc in sorted(docs, key=_sortKey):
+                indexed = IndexedRule(doc, compileCriteria(doc.get("criteria") or {}))
+                self.compiled[doc["id"]] = indexed
+                (backstop if indexed.backstop else standard).append(indexed)
+            self.byTrigger[ref] = RuleSet(tuple(standard), tuple(backstop))
+        self.hooks = {}
+        for trigger in self.triggers.values():
+            url = webhookUrl(trigger)
+            if url is not None:
+                self.hooks.setdefault(url, []).append(trigger)
+
+    def rebuildHook(self, url: str) -> None:
+        triggers = [t for t in self.triggers.values() if webhookUrl(t) == url]
+        if triggers:
+            self.hooks[url] = triggers
+        else:
+            self.hooks.pop(url, None)
+
+
+class RuleIndex:
+    """
+    @param pollInterval: seconds between reads of the change marker.
+    """
+
+    def __init__(self, store: IStore, clock: IReactorTime, pollInterval: float = 1.0) -> None:
+        self._store = store
+        self._clock = clock
+        self._pollInterval = pollInterval
+        self._snapshot = _Snapshot()
+        self._lock = DeferredLock()
+        self._seenMarker: Optional[str] = None
+        self._loop: Optional[LoopingCall] = None
+        self._loopDone: Optional[Deferred] = None
+        self.loaded = False
+
+    # -- reads (per event; no I/O) ------------------------------------------
+
+    def rulesFor(self, triggerRef: str) -> RuleSet:
+        """
+        The enabled rules whose trigger is C{triggerRef}.
+        """
+        return self._snapshot.byTrigger.get(triggerRef, EMPTY)
+
+    def hooksFor(self, url: str) -> List[Dict[str, Any]]:
+        """
+        The webhook triggers registered under C{url} (leading and trailing
+        C{/} ignored).
+        """
+        return self._snapshot.hooks.get(url.strip("/"), [])
+
+    def hooks(self) -> List[Dict[str, Any]]:
+        """
+        Every webhook trigger, sorted by hook name.
+        """
+        snapshot = self._snapshot
+        return [t for url in sorted(snapshot.hooks) for t in snapshot.hooks[url]]
+
+    def trigger(self, ref: str) -> Optional[Dict[str, Any]]:
+        return self._snapshot.triggers.get(ref)
+
+    def triggerType(self, ref: str) -> Optional[Dict[str, Any]]:
+        return self._snapshot.triggerTypes.get(ref)
+
+    def ruleCount(self) -> int:
+        return len(self._snapshot.rules)
+
+    # -- loading -------------------------------------------------------------
+
+    async def _readMarker(self) -> Optional[str]:
+        doc = await self._store.findOne("kv", {"name": MARKER_NAME})
+        return None if doc is None else doc.get("value")
+
+    async def reload(self) -> None:
+        """
+        Read everything from the store and replace the index at once.
+        """
+        await self._lock.acquire()
+        try:
+            marker = await self._readMarker()
+            snapshot = _Snapshot()
+            for doc in await self._store.find("rules", {}):
+                snapshot.rules[doc["id"]] = doc
+            for doc in await self._store.find("triggers", {}):
+                snapshot.triggers[doc["ref"]] = doc
+            for doc in await self._store.find("triggertypes", {}):
+                snapshot.triggerTypes[doc["ref"]] = doc
+            snapshot.rebuildAll()
+            self._snapshot = snapshot
+            self._seenMarker = marker
+            self.loaded = True
+        finally:
+            self._lock.release()
+        log.debug("Rule index loaded: {rules} rules, {hooks} webhooks", rules=len(snapshot.rules), hooks=len(snapshot.hooks))
+
+    async def poll(self) -> bool:
+        """
+        Reload when another process (or this one) changed something since
+        the last reload; fire with whether it reloaded.
+        """
+        marker = await self._readMarker()
+        if marker == self._seenMarker and self.loaded:
+            return False
+        await self.reload()
+        return True
+
+    def start(self) -> None:
+        """
+        Poll the change marker every C{pollInterval} seconds.  Call after a
+        first L{reload}.
+        """
+        if self._loop is not None:
+            return
+
+        def tick() -> Deferred:
+            d = ensureDeferred(self.poll())
+            d.addErrback(self._pollFailed)
+            return d
+
+        self._loop = LoopingCall(tick)
+        self._loop.clock = self._clock
+        self._loopDone = self._loop.start(self._pollInterval, now=False)
+
+    def _pollFailed(self, failure: Any) -> None:
+        if failure.check(StoreError):
+            log.warn("Could not check for rule changes: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("Could not check for rule changes", failure)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    # -- local changes ---------------------------------------------------------
+
+    async def lock(self) -> None:
+        """
+        Take the lock that serialises changes and reloads; pair with
+        L{unlock}.  API handlers hold it from their store write until the
+        index reflects it.
+        """
+        await self._lock.acquire()
+
+    def unlock(self) -> None:
+        self._lock.release()
+
+    def putRule(self, doc: Dict[str, Any], previous: Optional[Mapping[str, Any]] = None) -> None:
+        """
+        Add or replace a rule (by id).
+        """
+        snapshot = self._snapshot
+        old = snapshot.rules.get(doc["id"]) or previous
+        snapshot.rules[doc["id"]] = doc
+        snapshot.compiled.pop(doc["id"], None)
+        refs = {(doc.get("trigger") or {}).get("ref")}
+        if old is not None:
+            refs.add((old.get("trigger") or {}).get("ref"))
+        for ref in refs:
+            snapshot.rebuildTrigger(ref)
+
+    def removeRule(self, doc: Mapping[str, Any]) -> None:
+        snapshot = self._snapshot
+        old = snapshot.rules.pop(doc["id"], None) or doc
+        snapshot.compiled.pop(doc["id"], None)
+        snapshot.rebuildTrigger((old.get("trigger") or {}).get("ref"))
+
+    def putTrigger(self, doc: Dict[str, Any]) -> None:
+        snapshot = self._snapshot
+        old = snapshot.triggers.get(doc["ref"])
+        snapshot.triggers[doc["ref"]] = doc
+        for trigger in (old, doc):
+            url = webhookUrl(trigger) if trigger else None
+            if url is not None:
+                snapshot.rebuildHook(url)
+
+    def removeTrigger(self, ref: str) -> None:
+        snapshot = self._snapshot
+        old = snapshot.triggers.pop(ref, None)
+        url = webhookUrl(old) if old else None
+        if url is not None:
+            snapshot.rebuildHook(url)
+
+    def putTriggerType(self, doc: Dict[str, Any]) -> None:
+        self._snapshot.triggerTypes[doc["ref"]] = doc
+
+    async def publish(self) -> None:
+        """
+        Tell every process sharing the store that something changed.
+
+        The marker this process last reloaded with is left as it was, so
+        its own next poll reloads too; that reload also picks up changes
+        other processes published in between.
+        """
+        value = newId()
+        updated = await self._store.update("kv", {"name": MARKER_NAME}, set={"value": value})
+        if updated is None:
+            try:
+                await self._store.insert("kv", {"id": newId(), "name": MARKER_NAME, "value": value})
+            except DuplicateKey:
+                await self._store.update("kv", {"name": MARKER_NAME}, set={"value": value})
+
+
+__all__ = ["EMPTY", "IndexedRule", "MARKER_NAME", "RuleIndex", "RuleSet"]

@@ -1,0 +1,3 @@
+"""
+Receiving webhooks: turning an HTTP request into a trigger payload.
+"""

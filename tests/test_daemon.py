@@ -1,0 +1,251 @@
+"""
+The daemon core driven the way a user drives it: a real C{twistd bwcd}
+process, real HTTP, real child processes, on SQLite and on MongoDB
+(SecantusDB or C{$BWCD_TEST_MONGODB_URL}).
+"""
+
+import os
+import time
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.daemon import startDaemon
+
+
+def processesWith(marker: str):
+    """
+    PIDs of live processes whose command line contains C{marker}.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+class DaemonCoreMixin:
+    storage = "sqlite"
+    timeout = 120
+
+    async def daemon(self, **kw):
+        return await startDaemon(self, storage=self.storage, **kw)
+
+    async def run(self, d, params, action="core.local"):
+        response, doc = await d.post("/v1/executions", {"action": action, "parameters": params})
+        self.assertEqual(response.code, 201, doc)
+        return doc
+
+    async def test_runDate(self):
+        """
+        POST /v1/executions with core.local "date" runs date and GET returns
+        the StackStorm-shaped record.
+        """
+        d = await self.daemon()
+        created = await self.run(d, {"cmd": "date"})
+        for field in ("id", "action", "runner", "liveaction", "parameters", "status", "start_timestamp", "log", "context", "web_url"):
+            self.assertIn(field, created)
+        self.assertEqual(created["status"], "requested")
+        self.assertEqual(created["action"]["ref"], "core.local")
+        self.assertEqual(created["runner"]["name"], "local-shell-cmd")
+        _, keys = await d.get("/v1/apikeys")
+        self.assertEqual(created["context"]["user"], keys[0]["user"])
+        self.assertEqual(created["parameters"], {"cmd": "date"})
+        self.assertTrue(created["web_url"].endswith(f"/#/history/{created['id']}/general"))
+        done = await d.waitFor(created["id"])
+        self.assertEqual(done["status"], "succeeded")
+        self.assertEqual(done["result"]["return_code"], 0)
+        self.assertTrue(done["result"]["succeeded"])
+        self.assertRegex(done["result"]["stdout"], r"\d\d:\d\d:\d\d")
+        self.assertEqual([e["status"] for e in done["log"]], ["requested", "scheduled", "running", "succeeded"])
+        self.assertIn("end_timestamp", done)
+        self.assertGreaterEqual(done["elapsed_seconds"], 0)
+        response, listed = await d.get("/v1/executions?action=core.local")
+        self.assertEqual(response.headers.getRawHeaders("X-Total-Count"), ["1"])
+        self.assertEqual([e["id"] for e in listed], [created["id"]])
+        _, last = await d.get("/v1/executions/last")
+        self.assertEqual(last["id"], created["id"])
+
+    async def test_failedCommand(self):
+        """
+        A command that exits 3 ends failed with its return code, stdout and
+        stderr.
+        """
+        d = await self.daemon()
+        created = await self.run(d, {"cmd": "echo hi; echo err >&2; exit 3"})
+        done = await d.waitFor(created["id"])
+        self.assertEqual(done["status"], "failed")
+        self.assertEqual(done["result"]["return_code"], 3)
+        self.assertEqual(done["result"]["stdout"], "hi")
+        self.assertEqual(done["result"]["stderr"], "err")
+        self.assertFalse(done["result"]["succeeded"])
+        self.assertTrue(done["result"]["failed"])
+        response, output = await d.get(f"/v1/executions/{created['id']}/output")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(sorted(output.split()), ["err", "hi"])
+
+    async def test_timeoutKillsProcessGroup(self):
+        """
+        A command that outlives its timeout ends as timeout within 3 seconds
+        and leaves no process behind, grandchildren included.
+        """
+        d = await self.daemon()
+        marker = f"30.{os.getpid()}{int(time.time() * 1000) % 100000}"
+        started = time.monotonic()
+        created = await self.run(d, {"cmd": f"sleep {marker} & sleep {marker}", "timeout": 1})
+        done = await d.waitFor(created["id"], timeout=10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(done["status"], "timeout")
+        self.assertEqual(done["result"]["return_code"], -9)
+        self.assertEqual(done["result"]["error"], "Action failed to complete in 1 seconds")
+        self.assertLess(elapsed, 3.0)
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(processesWith(f"sleep {marker}"), [])
+
+    async def test_cancelRunning(self):
+        """
+        DELETE on a running execution kills its child and the execution ends
+        canceled.
+        """
+        d = await self.daemon()
+        marker = f"40.{os.getpid()}{int(time.time() * 1000) % 100000}"
+        created = await self.run(d, {"cmd": f"sleep {marker}"})
+        for _ in range(100):
+            _, doc = await d.get(f"/v1/executions/{created['id']}")
+            if doc["status"] == "running" and processesWith(f"sleep {marker}"):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        response = await treq.delete(d.apiURL + f"/v1/executions/{created['id']}", headers=d.headers)
+        body = await response.json()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body["status"], "canceled")
+        self.assertEqual(body["result"], {"message": "Action canceled by user.", "user": created["context"]["user"]})
+        for _ in range(60):
+            if not processesWith(f"sleep {marker}"):
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(processesWith(f"sleep {marker}"), [])
+        await deferLater(reactor, 0.5, lambda: None)
+        _, doc = await d.get(f"/v1/executions/{created['id']}")
+        self.assertEqual(doc["status"], "canceled")
+        response = await treq.delete(d.apiURL + f"/v1/executions/{created['id']}", headers=d.headers)
+        self.assertEqual((await response.json())["status"], "canceled")
+
+    async def test_survivesRestartAndAbandonsOnStop(self):
+        """
+        Executions survive a restart; SIGTERM terminates running children and
+        their executions end abandoned.
+        """
+        d = await self.daemon()
+        first = await self.run(d, {"cmd": "echo kept"})
+        await d.waitFor(first["id"])
+        marker = f"50.{os.getpid()}{int(time.time() * 1000) % 100000}"
+        running = await self.run(d, {"cmd": f"sleep {marker}"})
+        for _ in range(100):
+            _, doc = await d.get(f"/v1/executions/{running['id']}")
+            if doc["status"] == "running":
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        await d.stop()
+        self.assertEqual(processesWith(f"sleep {marker}"), [])
+        await d.start()
+        _, kept = await d.get(f"/v1/executions/{first['id']}")
+        self.assertEqual(kept["status"], "succeeded")
+        self.assertEqual(kept["result"]["stdout"], "kept")
+        _, abandoned = await d.get(f"/v1/executions/{running['id']}")
+        self.assertEqual(abandoned["status"], "abandoned")
+
+    async def test_crashRecovery(self):
+        """
+        After SIGKILL, executions the dead daemon left running are abandoned
+        at the next start, and queued ones run.
+        """
+        d = await self.daemon(config={"runner": {"max_concurrent": 1}})
+        marker = f"60.{os.getpid()}{int(time.time() * 1000) % 100000}"
+        running = await self.run(d, {"cmd": f"sleep {marker}"})
+        queued = await self.run(d, {"cmd": "echo later"})
+        for _ in range(100):
+            _, doc = await d.get(f"/v1/executions/{running['id']}")
+            if doc["status"] == "running":
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        await d.kill()
+        for pid in processesWith(f"sleep {marker}"):
+            os.kill(pid, 9)
+        await d.start()
+        _, abandoned = await d.get(f"/v1/executions/{running['id']}")
+        self.assertEqual(abandoned["status"], "abandoned")
+        later = await d.waitFor(queued["id"])
+        self.assertEqual((later["status"], later["result"]["stdout"]), ("succeeded", "later"))
+
+    async def test_errorBodies(self):
+        """
+        Every 401/400/404/413 case answers with its faultstring and changes
+        nothing.
+        """
+        d = await self.daemon(config={"api": {"max_body_bytes": 2048}})
+        cases = [
+            ("GET", "/v1/executions", {}, None, 401, "Unauthorized - One of Token or API key required."),
+            ("GET", "/v1/executions", {"X-Auth-Token": "nope"}, None, 401, "Unauthorized"),
+            ("GET", "/v1/executions?st2-api-key=bad", {}, None, 401, None),
+            ("POST", "/v1/executions", d.headers, b'{"action": "nope.nope", "parameters": {}}', 400, 'Action "nope.nope" cannot be found.'),
+            ("POST", "/v1/executions", d.headers, b'{"action": "core.local", "parameters": {}}', 400, "'cmd' is a required property"),
+            ("POST", "/v1/executions", d.headers, b'{"action": "core.local", "parameters": {"cmd": "x", "foo": 1}}', 400, "Additional properties are not allowed ('foo' was unexpected)"),
+            ("POST", "/v1/executions", d.headers, b'{"action": "core.local", "parameters": {"cmd": "x", "sudo": true}}', 400, "Override of immutable parameter(s) ['sudo'] is unsupported."),
+            ("POST", "/v1/executions", d.headers, b'{"action": ', 400, None),
+            ("GET", "/v1/executions/0123456789abcdef01234567", d.headers, None, 404, 'Unable to identify resource with id "0123456789abcdef01234567".'),
+            ("GET", "/v1/nothing-here", d.headers, None, 404, "The resource could not be found."),
+            ("PATCH", "/v1/executions", d.headers, None, 404, "The resource could not be found."),
+            ("GET", "/v1/actions/core.nope", d.headers, None, 404, 'Resource with a reference or id "core.nope" not found'),
+            ("GET", "/v1/runnertypes/nope", d.headers, None, 404, 'Resource with a name or id "nope" not found'),
+            ("POST", "/v1/executions", d.headers, b'{"action": "core.local", "parameters": {"cmd": "' + b"x" * 4096 + b'"}}', 413, "Request body is larger than the limit of 2048 bytes."),
+        ]
+        for method, path, headers, body, code, message in cases:
+            headers = dict(headers)
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            response = await treq.request(method, d.apiURL + path, headers=headers, data=body)
+            payload = await response.json()
+            self.assertEqual(response.code, code, (method, path, payload))
+            self.assertIn("faultstring", payload)
+            if message is not None:
+                self.assertEqual(payload["faultstring"], message, (method, path))
+            self.assertEqual(response.headers.getRawHeaders("Content-Type"), ["application/json"])
+        response, listed = await d.get("/v1/executions")
+        self.assertEqual(listed, [])
+
+    async def test_actionsAndRunners(self):
+        """
+        The core pack's actions and both runner types are served.
+        """
+        d = await self.daemon()
+        _, actions = await d.get("/v1/actions?pack=core")
+        self.assertEqual(sorted(a["ref"] for a in actions), ["core.echo", "core.local", "core.local_sudo", "core.noop"])
+        _, local = await d.get("/v1/actions/core.local")
+        self.assertEqual(local["uid"], "action:core:local")
+        _, byId = await d.get(f"/v1/actions/{local['id']}")
+        self.assertEqual(byId["ref"], "core.local")
+        _, runners = await d.get("/v1/runnertypes/?name=local-shell-cmd")
+        self.assertEqual([r["uid"] for r in runners], ["runner_type:local-shell-cmd"])
+        echo = await self.run(d, {"message": "hello there"}, action="core.echo")
+        done = await d.waitFor(echo["id"])
+        self.assertEqual(done["result"]["stdout"], "hello there")
+
+
+class SQLiteDaemonTests(DaemonCoreMixin, TestCase):
+    storage = "sqlite"
+
+
+class MongoDaemonTests(DaemonCoreMixin, TestCase):
+    storage = "mongodb"
