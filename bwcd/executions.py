@@ -148,12 +148,17 @@ class ExecutionService:
             scope = dict(renderContext or {})
             scope["action_context"] = ctx
             live = liveParameters(schema, given, scope)
-            validateParameters(schema, live)
+            # Immutability and types are checked on what the caller gave;
+            # rendered template defaults (core.echo's cmd) are added after.
+            full = validateParameters(schema, {k: live[k] for k in given})
+            full.update({k: v for k, v in live.items() if k not in given})
         except (ExecutionRequestError, ParameterError) as e:
             error = str(e)
             schema = {}
+            full = live
         doc["parameters"] = maskSecrets(schema, live) if schema else live
-        doc["_parameters"] = live
+        doc["_given"] = given
+        doc["_parameters"] = full
         doc["liveaction"]["parameters"] = doc["parameters"]
         if error is not None:
             if not failOnError:
@@ -172,7 +177,7 @@ class ExecutionService:
         return doc
 
     async def reRun(self, original: dict, parameters: Mapping[str, Any], user: str) -> dict:
-        merged = dict(original.get("_parameters", original.get("parameters") or {}))
+        merged = dict(original.get("_given", original.get("parameters") or {}))
         merged.update(parameters or {})
         ctx = {k: v for k, v in (original.get("context") or {}).items() if k in ("pack", "trace_context")}
         ctx["user"] = user

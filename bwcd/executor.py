@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from bwcd.executions import COMPLETED, ExecutionService
 from bwcd.runners.argv import argvToShell, scriptArgv, shellCmdArgv, sudoArgv
-from bwcd.runners.params import mergeSchema, splitRunnerAndAction, validateParameters
+from bwcd.runners.params import splitRunnerAndAction
 from bwcd.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
 from bwcd.store.interface import IStore
 from bwcd.packs.loader import scriptPath
@@ -237,8 +237,7 @@ class Executor(Service):
         action = doc["action"]
         runnerName = action["runner_type"]
         runnerParams = runnerParameters(runnerName)
-        schema = mergeSchema(runnerParams, action.get("parameters") or {}, action["ref"])
-        params = validateParameters(schema, doc.get("_parameters", doc.get("parameters") or {}))
+        params = doc["_parameters"]
         runnerPart, actionPart = splitRunnerAndAction(runnerParams, action.get("parameters") or {}, params)
         for name, spec in (action.get("parameters") or {}).items():
             if name in runnerParams and name in params:

@@ -21,6 +21,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 
+# Tests must leave no idle keep-alive connection behind (trial checks the
+# reactor is clean after each test), so every treq call here is one-shot.
+from treq.api import set_global_pool
+from twisted.web.client import HTTPConnectionPool
+
+set_global_pool(HTTPConnectionPool(reactor, persistent=False))
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 

@@ -42,7 +42,7 @@ class DaemonCoreMixin:
     async def daemon(self, **kw):
         return await startDaemon(self, storage=self.storage, **kw)
 
-    async def run(self, d, params, action="core.local"):
+    async def runAction(self, d, params, action="core.local"):
         response, doc = await d.post("/v1/executions", {"action": action, "parameters": params})
         self.assertEqual(response.code, 201, doc)
         return doc
@@ -53,7 +53,7 @@ class DaemonCoreMixin:
         the StackStorm-shaped record.
         """
         d = await self.daemon()
-        created = await self.run(d, {"cmd": "date"})
+        created = await self.runAction(d, {"cmd": "date"})
         for field in ("id", "action", "runner", "liveaction", "parameters", "status", "start_timestamp", "log", "context", "web_url"):
             self.assertIn(field, created)
         self.assertEqual(created["status"], "requested")
@@ -83,7 +83,7 @@ class DaemonCoreMixin:
         stderr.
         """
         d = await self.daemon()
-        created = await self.run(d, {"cmd": "echo hi; echo err >&2; exit 3"})
+        created = await self.runAction(d, {"cmd": "echo hi; echo err >&2; exit 3"})
         done = await d.waitFor(created["id"])
         self.assertEqual(done["status"], "failed")
         self.assertEqual(done["result"]["return_code"], 3)
@@ -103,7 +103,7 @@ class DaemonCoreMixin:
         d = await self.daemon()
         marker = f"30.{os.getpid()}{int(time.time() * 1000) % 100000}"
         started = time.monotonic()
-        created = await self.run(d, {"cmd": f"sleep {marker} & sleep {marker}", "timeout": 1})
+        created = await self.runAction(d, {"cmd": f"sleep {marker} & sleep {marker}", "timeout": 1})
         done = await d.waitFor(created["id"], timeout=10)
         elapsed = time.monotonic() - started
         self.assertEqual(done["status"], "timeout")
@@ -120,7 +120,7 @@ class DaemonCoreMixin:
         """
         d = await self.daemon()
         marker = f"40.{os.getpid()}{int(time.time() * 1000) % 100000}"
-        created = await self.run(d, {"cmd": f"sleep {marker}"})
+        created = await self.runAction(d, {"cmd": f"sleep {marker}"})
         for _ in range(100):
             _, doc = await d.get(f"/v1/executions/{created['id']}")
             if doc["status"] == "running" and processesWith(f"sleep {marker}"):
@@ -148,10 +148,10 @@ class DaemonCoreMixin:
         their executions end abandoned.
         """
         d = await self.daemon()
-        first = await self.run(d, {"cmd": "echo kept"})
+        first = await self.runAction(d, {"cmd": "echo kept"})
         await d.waitFor(first["id"])
         marker = f"50.{os.getpid()}{int(time.time() * 1000) % 100000}"
-        running = await self.run(d, {"cmd": f"sleep {marker}"})
+        running = await self.runAction(d, {"cmd": f"sleep {marker}"})
         for _ in range(100):
             _, doc = await d.get(f"/v1/executions/{running['id']}")
             if doc["status"] == "running":
@@ -173,8 +173,8 @@ class DaemonCoreMixin:
         """
         d = await self.daemon(config={"runner": {"max_concurrent": 1}})
         marker = f"60.{os.getpid()}{int(time.time() * 1000) % 100000}"
-        running = await self.run(d, {"cmd": f"sleep {marker}"})
-        queued = await self.run(d, {"cmd": "echo later"})
+        running = await self.runAction(d, {"cmd": f"sleep {marker}"})
+        queued = await self.runAction(d, {"cmd": "echo later"})
         for _ in range(100):
             _, doc = await d.get(f"/v1/executions/{running['id']}")
             if doc["status"] == "running":
@@ -238,7 +238,7 @@ class DaemonCoreMixin:
         self.assertEqual(byId["ref"], "core.local")
         _, runners = await d.get("/v1/runnertypes/?name=local-shell-cmd")
         self.assertEqual([r["uid"] for r in runners], ["runner_type:local-shell-cmd"])
-        echo = await self.run(d, {"message": "hello there"}, action="core.echo")
+        echo = await self.runAction(d, {"message": "hello there"}, action="core.echo")
         done = await d.waitFor(echo["id"])
         self.assertEqual(done["result"]["stdout"], "hello there")
 

@@ -419,6 +419,21 @@ class LocalProcessTests(TestCase):
         self.assertEqual(openFds(), before)
         self.assertEqual(self.runner.running, [])
 
+    async def test_fastSpawnPath(self):
+        """
+        Without a cwd, children are started with posix_spawn, never fork
+        (the fork path is several times slower).
+        """
+
+        def noFork():
+            raise AssertionError("fork used")
+
+        self.patch(os, "fork", noFork)
+        res = await self.sh("echo spawned")
+        self.assertEqual(res.result["stdout"], "spawned")
+        res = await self.sh("echo spawned", cwd=os.getcwd())
+        self.assertEqual(res.result["stdout"], "spawned")
+
     async def test_missingExecutable(self):
         """
         A command that does not exist fails with setsid's exit code, like a
@@ -455,11 +470,18 @@ class FakeProcessReactor(Clock):
     def __init__(self):
         super().__init__()
         self.spawned = []
+        self.endImmediately = None
 
     def spawnProcess(self, protocol, executable, args, env=None, path=None, uid=None, gid=None, usePTY=False, childFDs=None):
         transport = FakeTransport(40000 + len(self.spawned))
         self.spawned.append({"protocol": protocol, "executable": executable, "args": args, "env": env, "path": path, "transport": transport})
         protocol.makeConnection(transport)
+        if self.endImmediately is not None:
+            # Like Twisted reaping a child that already exited, inside
+            # spawnProcess, and its pipes closing at once.
+            transport.pid = None
+            protocol.processExited(Failure(self.endImmediately))
+            protocol.processEnded(Failure(self.endImmediately))
         return transport
 
 
@@ -572,6 +594,18 @@ class KillSequenceTests(SynchronousTestCase):
         res = self.successResultOf(running.result)
         self.assertEqual((res.status, res.return_code), ("canceled", -15))
         self.assertEqual(self.signals, [(40000, signal.SIGTERM)])
+
+    def test_endedInsideSpawn(self):
+        """
+        A child that ends before spawnProcess returns still reports its pid,
+        leaves no timeout timer and is not listed as running.
+        """
+        self.reactor.endImmediately = ProcessTerminated(exitCode=2)
+        running = self.runner.start(["x"], {}, timeout=5)
+        res = self.successResultOf(running.result)
+        self.assertEqual((res.status, res.return_code, res.pid), ("failed", 2, 40000))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.runner.running, [])
 
     def test_unknownReason(self):
         """

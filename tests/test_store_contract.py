@@ -617,6 +617,19 @@ class SQLiteStoreTests(ContractMixin, TestCase):
         reopened = await self.makeStore(self.path)
         self.assertEqual(await reopened.count("kv", {}), 50)
 
+    async def test_stopTwiceAndRestart(self):
+        """
+        stop may be called again while stopping; a stopped store can be
+        started again.
+        """
+        d1 = self.store.stop()
+        d2 = self.store.stop()
+        await self.assertFailure(self.store.get("kv", "x"), StoreUnavailable)
+        await gatherResults([d1, d2])
+        await self.store.start()
+        await self.store.insert("kv", {"name": "again"})
+        self.assertEqual(await self.store.count("kv", {}), 1)
+
     async def test_groupCommit(self):
         """
         Many concurrent inserts all fire and are all stored, with far fewer
@@ -752,6 +765,12 @@ class MongoStoreTests(ContractMixin, TestCase):
         info = await self.store._db["ruleenforcements"].index_information(timeout=10)
         self.assertTrue(info["ux_rule_id__trigger_instance_id"].get("unique"))
         self.assertIn("ix_enforced_at", info)
+
+    def test_writeConcern(self):
+        """
+        Writes are acknowledged by default only once in the journal.
+        """
+        self.assertEqual(self.store._db["kv"].write_concern.document, {"w": 1, "j": True})
 
     async def test_unreachable(self):
         """

@@ -104,6 +104,7 @@ class BwcdRequest(Request):
         return "https" if self.isSecure() else "http"
 
     def process(self) -> None:
+        self.site = self.channel.site
         for name, value in CORS_HEADERS:
             self.setHeader(name, value)
         requestId = self.getHeader(b"x-request-id")

@@ -130,6 +130,10 @@ class _ChildProtocol(ProcessProtocol):
         self._stdin = stdin
 
     def connectionMade(self) -> None:
+        # Runs inside spawnProcess, before Twisted first tries to reap the
+        # child; a child that exits at once may be reaped (and
+        # transport.pid reset to None) before spawnProcess even returns.
+        self._owner._started(self.transport)
         if self._stdin:
             self.transport.write(self._stdin)
         self.transport.closeStdin()
@@ -201,7 +205,7 @@ class RunningProcess:
     def _started(self, transport: Any) -> None:
         self._transport = transport
         self.pid = transport.pid
-        if self._timeoutSeconds:
+        if self._timeoutSeconds and not self._done:
             self._timeoutCall = self._reactor.callLater(
                 self._timeoutSeconds, self.kill, TIMEOUT
             )
@@ -280,6 +284,8 @@ class RunningProcess:
         self._killCall = self._reactor.callLater(self._grace, self._escalate)
 
     def _output(self, stream: str, data: bytes) -> None:
+        if self._done:
+            return
         buf = self._buffers[stream]
         room = self._max - len(buf)
         if len(data) > room:
@@ -440,15 +446,15 @@ class LocalRunner:
         protocol = _ChildProtocol(running, stdin)
         # path=None (or our own cwd) keeps Twisted on its posix_spawnp path;
         # see the module docstring.
-        transport = self._reactor.spawnProcess(
+        self._reactor.spawnProcess(
             protocol,
             self._setsid,
             [self._setsid, *argv],
             env=dict(env),
             path=cwd,
         )
-        running._started(transport)
-        self._running[running.pid] = running
+        if not running.ended:
+            self._running[running.pid] = running
         _log.debug("Started process {pid}: {executable}", pid=running.pid, executable=argv[0])
         return running
 

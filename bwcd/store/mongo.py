@@ -19,7 +19,7 @@ must get a L{StoreUnavailable} (a 503) instead.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from pymongo import ReturnDocument
 from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, WriteConcernError
@@ -213,15 +213,22 @@ class MongoStore:
             raise StoreUnavailable("mongodb store is not started")
         return self._db[collection]
 
-    async def _run(self, operation, collection: str, onDuplicate=None) -> Any:
+    async def _run(
+        self,
+        operation: Callable[[], Awaitable[Any]],
+        collection: str,
+        candidates: Optional[Callable[[], List[dict]]] = None,
+    ) -> Any:
         """
-        Await C{operation()} and turn driver errors into store errors;
-        C{onDuplicate(error)} finds the conflicting document's id.
+        Await C{operation()} and turn driver errors into store errors.
+
+        @param candidates: filters that may find the document holding a
+            duplicate key, for servers that do not name it.
         """
         try:
             return await operation()
         except DuplicateKeyError as e:
-            conflictId = await self._conflictId(collection, e, onDuplicate)
+            conflictId = await self._conflictId(collection, e, candidates)
             raise DuplicateKey(collection, conflictId, str(e)) from None
         except _UNAVAILABLE as e:
             raise StoreUnavailable(f"mongodb: {e!r}") from None

@@ -238,10 +238,12 @@ def _createEverything(cursor: sqlite3.Cursor) -> None:
 
 MIGRATIONS: Sequence[Callable[[sqlite3.Cursor], None]] = (_createEverything,)
 """
-One step per L{bwcd.store.schema.SCHEMA_VERSION}: C{MIGRATIONS[n]} brings a database from C{user_version} n to n + 1, inside
-the caller's transaction.  Tables and indexes declared in
-L{bwcd.store.schema} are also (re)created idempotently on every start, so a
-new index needs no migration; migrations are for reshaping data.
+One step per schema version (there are
+L{bwcd.store.schema.SCHEMA_VERSION} of them): C{MIGRATIONS[n]} brings a
+database from C{user_version} n to n + 1, inside the caller's transaction.
+Tables and indexes declared in L{bwcd.store.schema} are also (re)created
+idempotently on every start, so a new index needs no migration; migrations
+are for reshaping data (and must tolerate tables that already exist).
 """
 
 
@@ -330,6 +332,7 @@ class SQLiteStore:
         self._state = "new"
         self._thread: Optional[threading.Thread] = None
         self._startD: Optional[Deferred] = None
+        self._stopWaiters: List[Deferred] = []
         self._openError: Optional[BaseException] = None
         # Owned by the store's thread:
         self._conn: Optional[sqlite3.Connection] = None
@@ -353,18 +356,21 @@ class SQLiteStore:
         if self._state != "new":
             return fail(StoreError(f"cannot start a store that is {self._state}"))
         self._state = "running"
+        self._openError = None
         self._startD = Deferred()
         self._thread = threading.Thread(target=self._run, name=f"bwcd-sqlite {self.path}", daemon=True)
         self._thread.start()
         return self._startD
 
     def stop(self) -> Deferred[None]:
-        if self._state in ("new", "stopped"):
-            self._state = "stopped"
-            return succeed(None)
-        self._state = "stopped"
         d: Deferred[None] = Deferred()
-        self._put((_STOP, False, d, ()))
+        if self._state == "new":
+            return succeed(None)
+        if self._state == "running":
+            self._state = "stopping"
+            self._put((_STOP, False, d, ()))
+        else:
+            self._stopWaiters.append(d)
         return d
 
     def _submit(self, fn: Any, write: bool, *args: Any) -> Deferred:
@@ -395,8 +401,12 @@ class SQLiteStore:
     def _stopped(self, d: Deferred, thread: threading.Thread, results: list) -> None:
         # The thread's last act was to schedule this call, so it is ending.
         thread.join()
+        self._thread = None
+        self._state = "new"
         self._deliver(results)
-        d.callback(None)
+        waiters, self._stopWaiters = [d] + self._stopWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def ping(self) -> Deferred[bool]:
         return self._submit(self._doPing, False).addErrback(lambda f: False)

@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_triggers_api -*-
+"""
+C{/v1/triggertypes}, C{/v1/triggers}, C{/v1/triggerinstances} (with
+C{re_emit}) and C{/v1/ruleenforcements}: following an event from the
+webhook that stored it to the rules it matched and the executions they
+started (st2-api.md sections 6 and 7).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional
+
+from bwcd.api.framework import Api, ApiError, Principal, Reply
+from bwcd.api.query import arg, listHeaders, paging
+from bwcd.api.rule_routes import findByRefOrId, notFound
+from bwcd.rules.engine import Overloaded, RulesEngine, ShuttingDown
+from bwcd.rules.index import RuleIndex
+from bwcd.store.interface import IStore
+from bwcd.timeutil import isoformat, parseIso
+from bwcd.triggers import publicTrigger
+
+def timestampArg(request, name: str) -> Optional[str]:
+    """
+    A timestamp query value in the stored format, so that it compares
+    correctly as a string.
+
+    @raise ApiError: not a UTC ISO-8601 timestamp.
+    """
+    value = arg(request, name)
+    if value is None or value == "":
+        return None
+    try:
+        if value.endswith(" 00:00"):
+            # An unencoded "+00:00" arrives with the + read as a space.
+            value = value[:-6] + "+00:00"
+        return isoformat(parseIso(value))
+    except ValueError:
+        raise ApiError(400, f'Parameter "{name}" is not a valid UTC ISO-8601 timestamp: {value!r}')
+
+
+def _range(filters: Dict[str, Any], path: str, op: str, value: Optional[str]) -> None:
+    if value is not None:
+        filters.setdefault(path, {})[op] = value
+
+
+async def _listed(store: IStore, collection: str, filters: Dict[str, Any], sort: List, request, defaultLimit: Optional[int]) -> Reply:
+    limit, offset = paging(request, defaultLimit=defaultLimit)
+    total = await store.count(collection, filters)
+    docs = await store.find(collection, filters, sort=sort, limit=limit, offset=offset)
+    return Reply(docs, 200, listHeaders(total, limit))
+
+
+def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: RulesEngine) -> None:
+    """
+    Add the trigger type, trigger, trigger instance and rule enforcement
+    routes to C{api}.
+    """
+
+    # -- trigger types ---------------------------------------------------------
+
+    @api.route("/v1/triggertypes", ["GET"])
+    async def listTriggerTypes(request, principal: Principal):
+        filters = {k: v for k in ("pack", "name") if (v := arg(request, k)) is not None}
+        return await _listed(store, "triggertypes", filters, [("pack", 1), ("name", 1)], request, None)
+
+    @api.route("/v1/triggertypes/<string:refOrId>", ["GET"])
+    async def showTriggerType(request, principal: Principal, refOrId: str):
+        doc = await findByRefOrId(store, "triggertypes", refOrId)
+        if doc is None:
+            raise notFound(refOrId)
+        return doc
+
+    # -- triggers --------------------------------------------------------------
+
+    @api.route("/v1/triggers", ["GET"])
+    async def listTriggers(request, principal: Principal):
+        filters = {k: v for k in ("type", "pack", "name") if (v := arg(request, k)) is not None}
+        reply = await _listed(store, "triggers", filters, [("pack", 1), ("name", 1)], request, None)
+        return Reply([publicTrigger(d) for d in reply.body], reply.code, reply.headers)
+
+    @api.route("/v1/triggers/<string:refOrId>", ["GET"])
+    async def showTrigger(request, principal: Principal, refOrId: str):
+        doc = await findByRefOrId(store, "triggers", refOrId)
+        if doc is None:
+            raise notFound(refOrId)
+        return publicTrigger(doc)
+
+    # -- trigger instances -----------------------------------------------------
+
+    @api.route("/v1/triggerinstances", ["GET"])
+    async def listTriggerInstances(request, principal: Principal):
+        filters: Dict[str, Any] = {}
+        trigger = arg(request, "trigger")
+        if trigger is not None:
+            filters["trigger"] = trigger
+        triggerType = arg(request, "trigger_type")
+        if triggerType is not None:
+            refs = [t["ref"] for t in await store.find("triggers", {"type": triggerType})]
+            if "trigger" in filters:
+                refs = [r for r in refs if r == filters["trigger"]]
+            filters["trigger"] = {"$in": refs}
+        status = arg(request, "status")
+        if status is not None:
+            filters["status"] = status
+        _range(filters, "occurrence_time", "$gt", timestampArg(request, "timestamp_gt"))
+        _range(filters, "occurrence_time", "$lt", timestampArg(request, "timestamp_lt"))
+        return await _listed(store, "triggerinstances", filters, [("occurrence_time", -1), ("id", -1)], request, 100)
+
+    @api.route("/v1/triggerinstances/<string:instanceId>", ["GET"])
+    async def showTriggerInstance(request, principal: Principal, instanceId: str):
+        doc = await store.get("triggerinstances", instanceId)
+        if doc is None:
+            raise notFound(instanceId)
+        return doc
+
+    @api.route("/v1/triggerinstances/<string:instanceId>/re_emit", ["POST"])
+    async def reEmit(request, principal: Principal, instanceId: str):
+        original = await store.get("triggerinstances", instanceId)
+        if original is None:
+            raise notFound(instanceId)
+        payload = copy.deepcopy(original.get("payload") or {})
+        if isinstance(payload, dict):
+            payload["__context"] = {"original_id": instanceId}
+        try:
+            instance, _ = await engine.dispatch(original["trigger"], payload)
+        except Overloaded:
+            raise ApiError(503, "Too many trigger instances are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
+        except ShuttingDown:
+            raise ApiError(503, "bwcd is shutting down; try again shortly.", headers={"Retry-After": "2"})
+        body = {"message": f"Trigger instance {instanceId} succesfully re-sent.", "payload": payload}
+        return Reply(body, 200, {"Location": f"/v1/triggerinstances/{instance['id']}", "X-BWC-Trigger-Instance": instance["id"]})
+
+    # -- rule enforcements -----------------------------------------------------
+
+    @api.route("/v1/ruleenforcements", ["GET"])
+    async def listEnforcements(request, principal: Principal):
+        filters: Dict[str, Any] = {}
+        for name, path in (("rule_ref", "rule.ref"), ("rule_id", "rule.id"), ("execution", "execution_id"), ("trigger_instance", "trigger_instance_id")):
+            value = arg(request, name)
+            if value is not None:
+                filters[path] = value
+        exact = timestampArg(request, "enforced_at")
+        if exact is not None:
+            filters["enforced_at"] = exact
+        _range(filters, "enforced_at", "$gt", timestampArg(request, "enforced_at_gt"))
+        _range(filters, "enforced_at", "$lt", timestampArg(request, "enforced_at_lt"))
+        return await _listed(store, "ruleenforcements", filters, [("enforced_at", -1), ("rule.ref", 1)], request, 50)
+
+    @api.route("/v1/ruleenforcements/<string:enforcementId>", ["GET"])
+    async def showEnforcement(request, principal: Principal, enforcementId: str):
+        doc = await store.get("ruleenforcements", enforcementId)
+        if doc is None:
+            raise notFound(enforcementId)
+        return doc
+
+
+__all__ = ["installTriggerRoutes", "timestampArg"]
