@@ -29,6 +29,7 @@ from bwcd.runners.params import splitRunnerAndAction
 from bwcd.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
 from bwcd.store.interface import IStore
 from bwcd.packs.loader import scriptPath
+from bwcd.runners.local import ensureExecutable
 
 log = Logger(namespace="bwcd.executor")
 
@@ -242,7 +243,8 @@ class Executor(Service):
         for name, spec in (action.get("parameters") or {}).items():
             if name in runnerParams and name in params:
                 runnerPart[name] = params[name]
-        timeout = runnerPart.get("timeout") or 60
+        timeout = runnerPart.get("timeout")
+        timeout = 60 if timeout is None else int(timeout)  # 0: no limit, as in st2
         env = dict(os.environ)
         for k, v in (runnerPart.get("env") or {}).items():
             env[str(k)] = str(v)
@@ -250,13 +252,15 @@ class Executor(Service):
         env["ST2_ACTION_EXECUTION_ID"] = doc["id"]
         env["ST2_ACTION_API_URL"] = self._apiURL
         if self._issueToken is not None:
-            env["ST2_ACTION_AUTH_TOKEN"] = await self._issueToken(doc["context"].get("user", "stanley"), int(timeout) + 300)
+            env["ST2_ACTION_AUTH_TOKEN"] = await self._issueToken(doc["context"].get("user", "stanley"), (timeout or 86400) + 300)
         if runnerName == LOCAL_SHELL_SCRIPT:
             packPath = self._packPaths().get(action["pack"])
             if packPath is None:
                 raise ValueError(f'Pack "{action["pack"]}" is not installed on this node')
+            script = scriptPath(packPath, action["entry_point"])
+            ensureExecutable(script)
             argv = scriptArgv(
-                scriptPath(packPath, action["entry_point"]),
+                script,
                 action.get("parameters") or {},
                 actionPart,
                 runnerPart.get("kwarg_op", "--"),
@@ -271,7 +275,7 @@ class Executor(Service):
             argv = sudoArgv(command, password=bool(password))
             if password:
                 stdin = (password + "\n").encode("utf-8")
-        return argv, env, runnerPart.get("cwd"), int(timeout), stdin
+        return argv, env, runnerPart.get("cwd"), timeout or None, stdin
 
 
 __all__ = ["Executor", "COMPLETED"]

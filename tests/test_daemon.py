@@ -249,3 +249,68 @@ class SQLiteDaemonTests(DaemonCoreMixin, TestCase):
 
 class MongoDaemonTests(DaemonCoreMixin, TestCase):
     storage = "mongodb"
+
+
+PACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "packs")
+
+
+class PackScriptTests(TestCase):
+    """
+    Pack script actions run with an argv list, no shell in between.
+    """
+
+    timeout = 60
+
+    async def test_scriptArgvAndEnvironment(self):
+        """
+        Named arguments come first, then positional ones; shell syntax in a
+        value is passed through literally; the ST2_* variables are set; an
+        invalid action file is skipped and reported.
+        """
+        d = await startDaemon(self, packs=[PACKS])
+        evil = "$(touch /tmp/bwcd-pwned); `id`"
+        response, created = await d.post("/v1/executions", {"action": "examples.argv", "parameters": {"greeting": evil, "loud": True, "name": "a b"}})
+        self.assertEqual(response.code, 201, created)
+        done = await d.waitFor(created["id"])
+        self.assertEqual(done["status"], "succeeded", done)
+        out = done["result"]["stdout"]
+        self.assertEqual(out["argv"], ["--loud", "--name=a b", evil, "2"])
+        self.assertEqual(out["pack"], "examples")
+        self.assertEqual(out["execution"], created["id"])
+        self.assertEqual(out["api"], d.apiURL + "/v1")
+        self.assertTrue(out["token"])
+        self.assertFalse(os.path.exists("/tmp/bwcd-pwned"))
+        response, _ = await d.get("/v1/actions/examples.broken")
+        self.assertEqual(response.code, 404)
+        self.assertIn("broken.yaml: runner_type: unknown runner 'no-such-runner'", d.readLog())
+
+    async def test_reRunAndSighup(self):
+        """
+        re_run merges new parameters into the original ones; SIGHUP registers
+        an action added to a pack folder while the daemon runs.
+        """
+        import shutil
+
+        packs = os.path.abspath(self.mktemp())
+        shutil.copytree(PACKS, packs)
+        d = await startDaemon(self, packs=[packs])
+        response, first = await d.post("/v1/executions", {"action": "examples.argv", "parameters": {"greeting": "hi", "count": 3}})
+        await d.waitFor(first["id"])
+        response, again = await d.post(f"/v1/executions/{first['id']}/re_run", {"parameters": {"count": 5}})
+        self.assertEqual(response.code, 201, again)
+        self.assertEqual(again["parameters"], {"greeting": "hi", "count": 5})
+        self.assertEqual(again["context"]["re-run"], {"ref": first["id"]})
+        done = await d.waitFor(again["id"])
+        self.assertEqual(done["result"]["stdout"]["argv"], ["hi", "5"])
+        with open(os.path.join(packs, "examples", "actions", "later.yaml"), "w") as f:
+            f.write("name: later\nrunner_type: local-shell-cmd\nparameters:\n  cmd:\n    default: echo later\n")
+        response, _ = await d.get("/v1/actions/examples.later")
+        self.assertEqual(response.code, 404)
+        d.process.signalProcess("HUP")
+        for _ in range(50):
+            response, _ = await d.get("/v1/actions/examples.later")
+            if response.code == 200:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(response.code, 200)
+        self.assertTrue(d.running)

@@ -9,6 +9,7 @@ import shlex
 from twisted.trial.unittest import SynchronousTestCase
 
 from bwcd.runners.argv import (
+    actionArgv,
     argvToShell,
     namedArgs,
     positionalOrder,
@@ -196,3 +197,47 @@ class CommandArgvTests(SynchronousTestCase):
         line = argvToShell(argv)
         self.assertEqual(shlex.split(line), argv)
         self.assertEqual(sudoArgv(line)[-1], line)
+
+
+class ActionArgvTests(SynchronousTestCase):
+    """
+    L{actionArgv}.
+    """
+
+    def test_cmd(self):
+        """
+        A cmd action runs its command through the shell, or through sudo
+        when asked (with -S when a password is given).
+        """
+        self.assertEqual(actionArgv("local-shell-cmd", {"cmd": "date"}, {}, {}), ["/bin/sh", "-c", "date"])
+        self.assertEqual(
+            actionArgv("local-shell-cmd", {"cmd": "date", "sudo": True, "sudo_password": "pw"}, {}, {}),
+            ["sudo", "-S", "-E", "--", "bash", "-c", "date"],
+        )
+        self.assertEqual(
+            actionArgv("local-shell-cmd", {"cmd": "date"}, {}, {}, user="stanley"),
+            ["sudo", "-E", "-H", "-u", "stanley", "--", "bash", "-c", "date"],
+        )
+
+    def test_script(self):
+        """
+        A script action gets its arguments with the configured kwarg_op;
+        under sudo the script line is shell-quoted for bash -c.
+        """
+        schema = {"p": {"type": "string", "position": 0}, "n": {"type": "string"}}
+        params = {"p": "a b", "n": "v"}
+        self.assertEqual(
+            actionArgv("local-shell-script", {"kwarg_op": "-"}, schema, params, SCRIPT),
+            [SCRIPT, "-n=v", "a b"],
+        )
+        argv = actionArgv("local-shell-script", {"sudo": True}, schema, params, SCRIPT)
+        self.assertEqual(argv[:5], ["sudo", "-E", "--", "bash", "-c"])
+        self.assertEqual(shlex.split(argv[5]), [SCRIPT, "--n=v", "a b"])
+
+    def test_errors(self):
+        """
+        Missing cmd, missing entry point and foreign runners are refused.
+        """
+        self.assertRaises(ValueError, actionArgv, "local-shell-cmd", {}, {}, {})
+        self.assertRaises(ValueError, actionArgv, "local-shell-script", {}, {}, {})
+        self.assertRaises(ValueError, actionArgv, "python-script", {"cmd": "x"}, {}, {}, SCRIPT)

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bwcd.runners import local
 from bwcd.runners.argv import scriptArgv, shellCmdArgv
-from bwcd.runners.local import LocalRunner, RunResult, findSetsid
+from bwcd.runners.local import LocalRunner, RunResult, ensureExecutable, findSetsid
 from bwcd.runners.result import (
     buildResult,
     jsonOrText,
@@ -395,12 +395,16 @@ class LocalProcessTests(TestCase):
 
     async def test_script(self):
         """
-        A script receives its arguments exactly as scriptArgv built them.
+        A script, made executable first, receives its arguments exactly as
+        scriptArgv built them.
         """
         path = os.path.abspath(self.mktemp())
         with open(path, "w") as f:
             f.write("#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done\n")
-        os.chmod(path, stat.S_IRWXU)
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+        ensureExecutable(path)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o711)
+        ensureExecutable(path + ".missing")
         schema = {"a": {"type": "string", "position": 0}, "b": {"type": "integer", "position": 1}, "c": {"type": "string"}}
         argv = scriptArgv(path, schema, {"a": "x y", "b": 0, "c": "$HOME; rm"})
         res = await self.runner.run(argv, ENV)

@@ -217,6 +217,8 @@ class CLIHTTPClient:
     """
 
     def __init__(self, reactor, out: IO[str], debug: bool = False, cacert: Optional[str] = None, timeout: float = 60.0, connectTimeout: float = 10.0) -> None:
+        from http.cookiejar import CookieJar, DefaultCookiePolicy
+
         from treq.client import HTTPClient
         from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
@@ -227,7 +229,8 @@ class CLIHTTPClient:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         policy = BrowserLikePolicyForHTTPS(loadTrustRoot(cacert)) if cacert else BrowserLikePolicyForHTTPS()
         agent = Agent(reactor, contextFactory=policy, connectTimeout=connectTimeout, pool=self._pool)
-        self._treq = HTTPClient(agent)
+        # no cookies: every request must be exactly what its curl line shows
+        self._treq = HTTPClient(agent, cookiejar=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
 
     async def request(
         self,
@@ -245,7 +248,8 @@ class CLIHTTPClient:
         """
         from twisted.web.http_headers import Headers
 
-        sent = [("User-Agent", USER_AGENT), ("Accept", "*/*")] + [(k, v) for k, v in headers]
+        # treq always asks for gzip; it is listed so the curl line is the request actually sent
+        sent = [("User-Agent", USER_AGENT), ("Accept-Encoding", "gzip"), ("Accept", "*/*")] + [(k, v) for k, v in headers]
         twistedHeaders = Headers()
         for name, value in sent:
             twistedHeaders.addRawHeader(name.encode("latin-1"), value.encode("utf-8"))

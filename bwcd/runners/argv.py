@@ -144,3 +144,52 @@ def scriptArgv(
         for name in positional
     ]
     return [entry_point_abs] + namedArgs(named, kwarg_op) + values
+
+
+def actionArgv(
+    runner: str,
+    runner_params: Mapping[str, Any],
+    action_params_schema: Mapping[str, Mapping[str, Any]],
+    action_params: Mapping[str, Any],
+    entry_point_abs: Optional[str] = None,
+    user: Optional[str] = None,
+) -> List[str]:
+    """
+    The complete argv for one execution of a local shell runner.
+
+    @param runner: C{"local-shell-cmd"} or C{"local-shell-script"}.
+    @param runner_params: the runner's share of the final parameters (cmd,
+        kwarg_op, sudo, sudo_password, ...).
+    @param action_params: the action's own parameters (script arguments).
+    @param entry_point_abs: the script's absolute path (script runner).
+    @param user: a system user other than the daemon's to run as; ignored
+        when C{sudo} is set (which runs as root), as in st2.
+
+    @raise ValueError: for a cmd action without C{cmd}, a script action
+        without entry point, or an unknown runner.
+    """
+    cmd = runner_params.get("cmd")
+    if runner == "local-shell-cmd":
+        if not cmd:
+            raise ValueError("local-shell-cmd needs the cmd parameter")
+        argv = shellCmdArgv(cmd)
+        line = cmd
+    elif runner == "local-shell-script":
+        if not entry_point_abs:
+            raise ValueError("Missing entry_point action metadata attribute")
+        kwarg_op = runner_params.get("kwarg_op")
+        argv = scriptArgv(
+            entry_point_abs,
+            action_params_schema,
+            action_params,
+            "--" if kwarg_op is None else kwarg_op,
+            cmd=cmd,
+        )
+        line = argvToShell(argv)
+    else:
+        raise ValueError("not a local shell runner: %r" % (runner,))
+    if runner_params.get("sudo"):
+        return sudoArgv(line, password=bool(runner_params.get("sudo_password")))
+    if user is not None:
+        return sudoArgv(line, user=user)
+    return argv

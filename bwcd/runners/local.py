@@ -63,6 +63,7 @@ __all__ = [
     "OutputCallback",
     "RunResult",
     "RunningProcess",
+    "ensureExecutable",
     "findSetsid",
 ]
 
@@ -93,6 +94,21 @@ def findSetsid() -> str:
     if found is None:
         raise RuntimeError("setsid (util-linux) not found; it is needed to run actions")
     return os.path.abspath(found)
+
+
+def ensureExecutable(path: str) -> None:
+    """
+    Make a script action's entry point executable, as st2 does with
+    C{chmod +x} before running it, so pack authors need not care about file
+    modes.  Failures (read-only filesystem, a file owned by someone else)
+    are ignored: running the script then reports the problem.
+    """
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o111 != 0o111:
+            os.chmod(path, mode | 0o111)
+    except OSError:
+        pass
 
 
 @frozen
