@@ -293,6 +293,8 @@ class PackScriptTests(TestCase):
 
         packs = os.path.abspath(self.mktemp())
         shutil.copytree(PACKS, packs)
+        # a pack author's script without the executable bit still runs
+        os.chmod(os.path.join(packs, "examples", "actions", "argv.py"), 0o644)
         d = await startDaemon(self, packs=[packs])
         response, first = await d.post("/v1/executions", {"action": "examples.argv", "parameters": {"greeting": "hi", "count": 3}})
         await d.waitFor(first["id"])
