@@ -109,6 +109,25 @@ def userAdd(config: Config, name: str, password: str, stdout: IO[str]) -> None:
     stdout.write(f"{verb} {name} in {path}\n")
 
 
+def giveToFolderOwner(path: str) -> None:
+    """
+    When root created the SQLite database (a fresh install) or left a
+    journal behind, hand those files to the owner of their folder, the
+    daemon's user, which could not write them otherwise.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    folder = os.stat(os.path.dirname(os.path.abspath(path)))
+    if folder.st_uid == 0:
+        return
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            if os.stat(name).st_uid == 0:
+                os.chown(name, folder.st_uid, folder.st_gid)
+        except FileNotFoundError:
+            pass
+
+
 async def apikeyCreate(reactor: Any, config: Config, user: str, metadata: dict, stdout: IO[str]) -> None:
     """
     Open the configured store, create a key and print only the key.
@@ -116,11 +135,16 @@ async def apikeyCreate(reactor: Any, config: Config, user: str, metadata: dict, 
     from bwcd.store.url import openStore
 
     store = openStore(config.storage.url, reactor)
+    sqlitePath = getattr(store, "path", None) if store.name == "sqlite" else None
+    if sqlitePath is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(sqlitePath)), exist_ok=True)
     await store.start()
     try:
         _doc, key = await ApiKeys(store, reactor).create(user, metadata=metadata)
     finally:
         await store.stop()
+    if sqlitePath is not None:
+        giveToFolderOwner(sqlitePath)
     stdout.write(key + "\n")
     stdout.flush()
 

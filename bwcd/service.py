@@ -17,7 +17,7 @@ import os
 import signal
 from typing import Any, Dict, List, Optional
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.internet.defer import ensureDeferred
@@ -78,7 +78,7 @@ class BwcdService(MultiService):
         self.store = openStore(config.storage.url, reactor)
         self.tokens = Tokens(self.store, reactor, ttl=config.auth.token_ttl, maxTtl=config.auth.token_max_ttl)
         self.apikeys = ApiKeys(self.store, reactor)
-        self.htpasswd = Htpasswd(config.auth.users_file)
+        self.htpasswd = Htpasswd(config.auth.users_file, reactor=reactor)
         self.authenticator = Authenticator(self.tokens, self.apikeys, config.auth.enable, config.system.user)
         self.executions = ExecutionService(self.store, reactor, config.api.public_url, config.api.webui_base_url)
         self.runner = LocalRunner(reactor, config.runner.output_max_bytes, kill_grace=config.runner.kill_grace)
@@ -98,6 +98,8 @@ class BwcdService(MultiService):
         self._extensions: List[Any] = []
         self._buildRoutes()
         self._listen(config.api.listen, self.api)
+        self._tokenPurge = TimerService(3600, self._purgeTokens)
+        self._tokenPurge.clock = reactor
         if config.auth.enable:
             self._listen(config.auth.listen, self.authApi)
 
@@ -118,6 +120,11 @@ class BwcdService(MultiService):
         svc = StreamServerEndpointService(endpoints.serverFromString(self.reactor, description), site)
         svc._raiseSynchronously = True
         svc.setServiceParent(self)
+
+    def _purgeTokens(self) -> None:
+        if self.api.ready:
+            d = ensureDeferred(self.tokens.purgeExpired())
+            d.addErrback(lambda f: log.failure("Purging expired tokens failed", f))
 
     async def _issueChildToken(self, user: str, ttl: int) -> str:
         doc = await self.tokens.issue(user, ttl=min(ttl, self.config.auth.token_max_ttl))
@@ -143,6 +150,7 @@ class BwcdService(MultiService):
         for ext in self._extensions:
             await ext.start()
         self.executor.startService()
+        self._tokenPurge.startService()
         self.api.ready = True
         self.authApi.ready = True
         log.info("bwcd ready: API {api}, auth {auth}, storage {storage}", api=self.config.api.listen, auth=self.config.auth.listen if self.config.auth.enable else "disabled", storage=self.store.name)
@@ -173,6 +181,8 @@ class BwcdService(MultiService):
         self.api.ready = False
         self.authApi.ready = False
         await MultiService.stopService(self)
+        if self._tokenPurge.running:
+            await self._tokenPurge.stopService()
         if self.executor.running:
             await self.executor.stopService()
         for ext in reversed(self._extensions):

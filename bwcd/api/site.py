@@ -40,6 +40,10 @@ def redactedURI(uri: bytes) -> str:
     """
     path, sep, query = uri.partition(b"?")
     text = path.decode("utf-8", "replace")
+    # GET/PUT/DELETE /v1/apikeys/<key> may carry a plaintext key in the path
+    head, marker, rest = text.partition("/apikeys/")
+    if marker and rest:
+        text = head + marker + "********"
     if not sep:
         return text
     pairs = parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from werkzeug.routing import BaseConverter
 
@@ -221,13 +221,13 @@ def installWebhookRoutes(
             current = await store.get("triggerinstances", instances[0]["id"])
             body = {"trigger_instance": current or instances[0], "enforcements": [], "executions": []}
             return Reply(body, 202, headers)
-        done: List[Outcome] = [value for ok, value in results if ok]
+        done: List[Outcome] = [value for ok, value in results if ok and value is not None]
         enforcements = [e for o in done for e in o.enforcements]
         started = [e for o in done for e in o.executions]
         finished = []
         if started:
             remaining = max(deadline - clock.seconds(), 0)
-            finished = await gatherResults([executions.waitForCompletion(e["id"], remaining) for e in started])
+            finished = await gatherResults([ensureDeferred(executions.waitForCompletion(e["id"], remaining)) for e in started])
         summaries = [executionSummary(doc or e) for doc, e in zip(finished, started)]
         complete = len(done) == len(outcomes) and all(s["status"] in COMPLETED for s in summaries)
         instance = done[0].instance if done else instances[0]

@@ -188,7 +188,12 @@ def setPassword(path: str, user: str, password: str, rounds: int = DEFAULT_ROUND
         st = os.stat(path)
         mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
     except FileNotFoundError:
-        pass
+        # A new file takes its folder's group (e.g. root:bwcd /etc/bwcd), so
+        # that the daemon can read what an administrator running as root wrote.
+        try:
+            owner = (-1, os.stat(os.path.dirname(os.path.abspath(path))).st_gid)
+        except OSError:
+            owner = None
     except OSError as e:
         raise UsersFileError(f"cannot read {path}: {e.strerror}")
     created = True

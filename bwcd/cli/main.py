@@ -103,7 +103,7 @@ async def runCommand(
     try:
         settings = resolveSettings(settingFlags(args), environ)
         http = CLIHTTPClient(reactor, out, debug=settings.debug, cacert=settings.cacert)
-        session = Session(reactor, settings, http, out, err, color=stdoutIsColorTerminal(out))
+        session = Session(reactor, settings, http, out, err, color=stdoutIsColorTerminal(out), prog=getattr(args, "prog", "bwc"))
         if args.needsAuth:
             await session.authenticate()
         code = await args.handler(session, args)

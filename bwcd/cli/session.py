@@ -25,7 +25,7 @@ from bwcd.cli.config import (
     writeCachedToken,
 )
 from bwcd.cli.errors import CLIError
-from bwcd.cli.http import CLIHTTPClient, ConnectionFailed, HTTPError, Response
+from bwcd.cli.http import CLIHTTPClient, HTTPError, Response
 
 
 class LoginFailed(CLIError):
@@ -67,8 +67,10 @@ class Session:
         err: IO[str],
         clock: Callable[[], float] = time.time,
         color: bool = False,
+        prog: str = "bwc",
     ) -> None:
         self.reactor = reactor
+        self.prog = prog
         self.settings = settings
         self.http = http
         self.out = out
@@ -171,13 +173,12 @@ class Session:
                 return
         if not settings.password:
             raise CLIError(
-                f'No valid cached token for user "{username}" and no password in {settings.configPath}; run "bwc login {username}" again'
+                f'No valid cached token for user "{username}" and no password in {settings.configPath}; run "{self.prog} login {username}" again'
             )
+        # An unreachable auth service is reported as the error (st2 only warns
+        # and then fails with a puzzling 401 from the API).
         try:
             doc = await self.createToken(username, settings.password)
-        except ConnectionFailed as e:
-            self.warn(f"Warning: auth API server is not available ({e.reason}), skipping authentication.")
-            return
         except LoginFailed as e:
             raise CLIError(f"Failed to authenticate as {username} with the credentials in {settings.configPath}: {e.fault} ({e.detail})")
         if settings.cacheToken:
@@ -247,10 +248,27 @@ def decodeJSON(response: Response) -> Any:
         raise CLIError(f"The server answered {response.code} with a body that is not JSON for url: {response.url}")
 
 
+#: st2's width when none can be found (output piped, no COLUMNS)
+DEFAULT_TERMINAL_COLUMNS = 150
+
+
 def terminalWidth() -> int:
+    """
+    C{COLUMNS}, else the width of the terminal on stdout, stderr or stdin
+    (so C{bwc rule list | less} still fits), else st2's default of 150.
+    """
+    import os
     import shutil
 
-    return shutil.get_terminal_size((80, 24)).columns
+    size = shutil.get_terminal_size((0, 0)).columns
+    if size > 0:
+        return size
+    for fd in (2, 0):
+        try:
+            return os.get_terminal_size(fd).columns
+        except OSError:
+            continue
+    return DEFAULT_TERMINAL_COLUMNS
 
 
 def stdoutIsColorTerminal(stream: IO[str] = sys.stdout) -> bool:

@@ -256,14 +256,16 @@ class RulesEngine:
         first).
 
         @param reserved: a place was taken with L{reserve} for it.
-        @return: a Deferred firing with the L{Outcome}, or failing with
-            L{ShuttingDown}.
+        @return: a Deferred firing with the L{Outcome}, or with None when
+            the engine stopped first (the instance stays stored and is
+            processed at the next start).  It never fails, so callers that
+            do not care about the outcome may drop it.
         """
         if reserved:
             self.release()
         done: Deferred = Deferred()
         if self._stopping:
-            done.errback(ShuttingDown())
+            done.callback(None)
             return done
         self._queue.append(_Item(instance, recovered, done))
         self._scheduleDrain()
@@ -372,7 +374,7 @@ class RulesEngine:
         def again() -> None:
             self._retrying.pop(key, None)
             if self._stopping:
-                item.done.errback(ShuttingDown())
+                item.done.callback(None)
                 return
             item.recovered = True
             self._queue.appendleft(item)
@@ -445,6 +447,13 @@ class RulesEngine:
             if e.collection != "executions":
                 raise
             execution = await self._store.get("executions", execId)
+        except StoreError:
+            raise
+        except Exception as e:
+            # One rule's failure is that rule's enforcement, not the
+            # instance's (StackStorm catches them the same way).
+            log.failure("Enforcing rule {rule} for trigger instance {instance} failed", rule=rule.ref, instance=instance["id"])
+            failure = f"{type(e).__name__}: {e}"
         if execution is not None:
             failure = _failedAtCreation(execution)
             log.info(
@@ -540,7 +549,7 @@ class RulesEngine:
             attempted.update(doc["id"] for doc in fresh)
             waits = [self.enqueue(doc, reserved=False, recovered=True) for doc in fresh]
             results = await DeferredList(waits, consumeErrors=True)
-            total += sum(1 for ok, _ in results if ok)
+            total += sum(1 for ok, outcome in results if ok and outcome is not None)
         if total:
             log.info("Recovered {count} trigger instances", count=total)
         return total
@@ -596,10 +605,10 @@ class RulesEngine:
         for item, call in list(self._retrying.values()):
             if call.active():
                 call.cancel()
-            item.done.errback(ShuttingDown())
+            item.done.callback(None)
         self._retrying.clear()
         while self._queue:
-            self._queue.popleft().done.errback(ShuttingDown())
+            self._queue.popleft().done.callback(None)
         if self._active:
             idle: Deferred = Deferred()
             self._idle.append(idle)

@@ -95,9 +95,11 @@ class _Snapshot:
         self.byTrigger: Dict[str, RuleSet] = {}
         self.hooks: Dict[str, List[Dict[str, Any]]] = {}
         self.compiled: Dict[str, IndexedRule] = {}  # rule id -> compiled
+        self.ruleIds: Dict[str, set] = {}  # trigger ref -> ids of its rules
 
     def rebuildTrigger(self, triggerRef: str) -> None:
-        rules = sorted((d for d in self.rules.values() if d.get("enabled") and (d.get("trigger") or {}).get("ref") == triggerRef), key=_sortKey)
+        ids = self.ruleIds.get(triggerRef, ())
+        rules = sorted((self.rules[i] for i in ids if self.rules[i].get("enabled")), key=_sortKey)
         standard, backstop = [], []
         for doc in rules:
             indexed = self.compiled.get(doc["id"])
@@ -112,9 +114,12 @@ class _Snapshot:
 
     def rebuildAll(self) -> None:
         grouped: Dict[str, List[Dict[str, Any]]] = {}
+        self.ruleIds = {}
         for doc in self.rules.values():
+            ref = (doc.get("trigger") or {}).get("ref")
+            self.ruleIds.setdefault(ref, set()).add(doc["id"])
             if doc.get("enabled"):
-                grouped.setdefault((doc.get("trigger") or {}).get("ref"), []).append(doc)
+                grouped.setdefault(ref, []).append(doc)
         self.byTrigger = {}
         self.compiled = {}
         for ref, docs in grouped.items():
@@ -275,7 +280,10 @@ class RuleIndex:
         snapshot.compiled.pop(doc["id"], None)
         refs = {(doc.get("trigger") or {}).get("ref")}
         if old is not None:
-            refs.add((old.get("trigger") or {}).get("ref"))
+            oldRef = (old.get("trigger") or {}).get("ref")
+            snapshot.ruleIds.get(oldRef, set()).discard(doc["id"])
+            refs.add(oldRef)
+        snapshot.ruleIds.setdefault((doc.get("trigger") or {}).get("ref"), set()).add(doc["id"])
         for ref in refs:
             snapshot.rebuildTrigger(ref)
 
@@ -283,7 +291,9 @@ class RuleIndex:
         snapshot = self._snapshot
         old = snapshot.rules.pop(doc["id"], None) or doc
         snapshot.compiled.pop(doc["id"], None)
-        snapshot.rebuildTrigger((old.get("trigger") or {}).get("ref"))
+        ref = (old.get("trigger") or {}).get("ref")
+        snapshot.ruleIds.get(ref, set()).discard(doc["id"])
+        snapshot.rebuildTrigger(ref)
 
     def putTrigger(self, doc: Dict[str, Any]) -> None:
         snapshot = self._snapshot
@@ -308,11 +318,19 @@ class RuleIndex:
         """
         Tell every process sharing the store that something changed.
 
-        The marker this process last reloaded with is left as it was, so
-        its own next poll reloads too; that reload also picks up changes
-        other processes published in between.
+        When the marker is still the one this process last saw (a
+        conditional update, atomic in the store), no other process changed
+        anything meanwhile and this index, which already holds the local
+        change, stays as it is.  Otherwise the marker this process saw is
+        left as it was, so its own next poll reloads everything, other
+        processes' changes included.
         """
         value = newId()
+        if self.loaded and self._seenMarker is not None:
+            mine = await self._store.update("kv", {"name": MARKER_NAME, "value": self._seenMarker}, set={"value": value})
+            if mine is not None:
+                self._seenMarker = value
+                return
         updated = await self._store.update("kv", {"name": MARKER_NAME}, set={"value": value})
         if updated is None:
             try:

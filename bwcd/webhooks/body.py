@@ -53,6 +53,8 @@ def mediaType(contentType: Optional[str]) -> Tuple[str, Dict[str, str]]:
     """
     if not contentType or not contentType.strip():
         return "", {}
+    if ";" not in contentType:
+        return contentType.strip().lower(), {}
     main, options = multipart.parse_options_header(contentType)
     return main.strip().lower(), {k.lower(): v for k, v in options.items()}
 

@@ -156,8 +156,14 @@ def ensurePackages(names: Sequence[str]) -> List[str]:
     return missing
 
 
-def packageInstalled(name: str) -> bool:
-    return not missingPackages([name])
+def packageStatus(name: str) -> str:
+    """
+    dpkg's status of C{name} (e.g. C{install ok installed}, C{deinstall ok
+    config-files}), or C{""} when dpkg has no trace of it.
+    """
+    result = run(["dpkg-query", "-W", "-f=${Status}", name], 30, check=False)
+    status = result.stdout.strip() if result.returncode == 0 else ""
+    return "" if status.endswith("not-installed") else status
 
 
 # -- building ---------------------------------------------------------------
@@ -385,6 +391,12 @@ class Daemon:
         return self.process.wait(10)
 
 
+#: exit statuses systemd counts as a clean stop (systemd.service(5),
+#: SuccessExitStatus=): 0, or death by SIGHUP, SIGINT, SIGTERM or SIGPIPE.
+#: twistd re-raises the signal that stopped it, so SIGTERM is the usual one.
+CLEAN_EXIT = frozenset({0, -signal.SIGHUP, -signal.SIGINT, -signal.SIGTERM, -signal.SIGPIPE})
+
+
 def makeCertificate(directory: str) -> Tuple[str, str]:
     """
     A self-signed certificate for 127.0.0.1 (and localhost), valid one day.
@@ -542,14 +554,19 @@ def request(
 SYSTEM_ROOTS = ("/etc", "/opt", "/usr", "/var", "/lib", "/run", "/srv")
 
 
-def namedPaths(needle: str, roots: Iterable[str] = SYSTEM_ROOTS, uid: Optional[int] = None) -> set:
+def namedPaths(
+    needle: str, roots: Iterable[str] = SYSTEM_ROOTS, uid: Optional[int] = None, exclude: Iterable[str] = ()
+) -> set:
     """
-    Every path under C{roots} whose name contains C{needle}, or (with C{uid})
-    that belongs to that user. Symlinks are not followed.
+    Every path under C{roots} (except under C{exclude}) whose name contains
+    C{needle}, or (with C{uid}) that belongs to that user. Symlinks are not
+    followed.
     """
     found = set()
+    skip = {os.path.realpath(p) for p in exclude} | {"/proc", "/sys", "/dev"}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in skip]
             for name in dirnames + filenames:
                 path = os.path.join(dirpath, name)
                 if needle in name:

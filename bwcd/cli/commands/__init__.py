@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli_main -*-
 """
 One module per resource; each has C{register(subparsers)}.
 

@@ -193,7 +193,9 @@ async def followExecution(session, args, execution: Dict[str, Any]) -> int:
         execution = requireDict(await session.getJSON(f"/executions/{quotePath(executionId)}"), "execution")
         session.write("")
     else:
-        execution = await waitForExecution(session, execution, showProgress=not structuredOutput(args))
+        # under --debug the request blocks already show progress, and dots would break their lines
+        showProgress = not structuredOutput(args) and not session.settings.debug
+        execution = await waitForExecution(session, execution, showProgress=showProgress)
     printExecution(session, args, execution, getattr(args, "attr", None) or RUN_DISPLAY_ATTRIBUTES)
     return 1 if execution.get("status") == "failed" else 0
 
