@@ -186,20 +186,27 @@ class ExecutionService:
 
     # -- status changes --------------------------------------------------
 
-    async def transition(self, execId: str, fromStatuses: Iterable[str], status: str, **fields: Any) -> Optional[dict]:
+    async def transition(
+        self, execId: str, fromStatuses: Iterable[str], status: str, startTimestamp: Optional[str] = None, **fields: Any
+    ) -> Optional[dict]:
         """
         Move an execution to C{status} if it is in one of C{fromStatuses};
         fire with the new document, or C{None} when it was not.
+
+        @param startTimestamp: the execution's start, when the caller knows
+            it, saving a read to compute C{elapsed_seconds}.
         """
         now = self.now()
         changes: Dict[str, Any] = {"status": status}
         changes.update(fields)
         if status in COMPLETED:
-            doc = await self._store.get("executions", execId)
-            if doc is None:
-                return None
+            if startTimestamp is None:
+                doc = await self._store.get("executions", execId)
+                if doc is None:
+                    return None
+                startTimestamp = doc["start_timestamp"]
             changes["end_timestamp"] = now
-            start = parseIso(doc["start_timestamp"])
+            start = parseIso(startTimestamp)
             changes["elapsed_seconds"] = round((parseIso(now) - start).total_seconds(), 6)
         updated = await self._store.update(
             "executions",

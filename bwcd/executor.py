@@ -231,7 +231,7 @@ class Executor(Service):
         log.info("Execution {execution_id} running {action} (pid {pid})", execution_id=execId, action=action["ref"], pid=getattr(proc, "pid", None))
         outcome = await proc.result
         self._running.pop(execId, None)
-        await self._executions.transition(execId, ["running"], outcome.status, result=outcome.result)
+        await self._executions.transition(execId, ["running"], outcome.status, startTimestamp=doc["start_timestamp"], result=outcome.result)
         log.info("Execution {execution_id} {status}", execution_id=execId, status=outcome.status)
 
     async def _prepare(self, doc: dict):
