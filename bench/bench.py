@@ -316,12 +316,15 @@ class Bench:
 
     # -- load -------------------------------------------------------------
 
-    def wrk(self, id: str, url: str, duration: float, pid: Optional[int], apiKey: str = "", conns: int = 32) -> Dict[str, Any]:
+    def wrk(self, id: str, url: str, duration: float, pid: Optional[int], apiKey: str = "", conns: int = 32, profile: bool = False) -> Dict[str, Any]:
         """
         One closed-loop wrk window (keep-alive, C{conns} connections, one
-        thread, on the load CPU) against C{url}.
+        thread, on the load CPU) against C{url}; with C{profile} (and
+        C{--profile}), py-spy samples the server during the window.
         """
-        env = dict(os.environ, BENCH_BODY_FILE=BODY_FILE, BENCH_API_KEY=apiKey, BENCH_CONN_CLOSE="1" if self.args.conn_close else "0")
+        spy = self.profiler(id, pid, duration) if profile and pid else None
+        env = dict(os.environ, BENCH_BODY_FILE=BODY_FILE, BENCH_API_KEY=apiKey, BENCH_CONN_CLOSE="1" if self.args.conn_close else "0",
+                   BENCH_COUNT_STATUS="1" if apiKey else "0")
         argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--timeout", "5s", "-s", LUA, url]
         mark0 = self.acct.mark()
         before = snapshot(pid)
@@ -341,10 +344,75 @@ class Bench:
         result["wall_end"] = t1
         result["duration_s"] = round(t1 - t0, 3)
         result["acct_marks"] = [mark0, mark1]
+        result["conns"] = conns
         result.update(usage(before, after))
+        if spy is not None:
+            result["profile"] = self.profileSummary(id, spy)
         self.raw[id] = result
         say(f"  {id}: {result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.1f} ms, errors {result['errors']}, srv {result['srv_pct']}% cpu0 {result['cpu0_pct'] if 'cpu0_pct' in result else '-'}%")
         return result
+
+    def profiler(self, id: str, pid: int, duration: float) -> Optional[Tuple[subprocess.Popen, str]]:
+        if not self.args.profile:
+            return None
+        spy = os.path.join(BIN, "py-spy")
+        if not os.path.exists(spy):
+            say("--profile: py-spy is not installed in the venv (.venv/bin/pip install py-spy); no profile")
+            return None
+        out = os.path.join(self.tmp, f"profile-{id}.txt")
+        argv = [spy, "record", "--pid", str(pid), "--duration", str(max(int(duration) - 1, 1)), "--rate", "200", "--nonblocking", "--threads", "--format", "raw", "--output", out]
+        return self.procs.start(f"py-spy {id}", argv, "load", log=os.path.join(self.tmp, f"py-spy-{id}.log")), out
+
+    def profileSummary(self, id: str, spy: Tuple[subprocess.Popen, str]) -> Dict[str, Any]:
+        """
+        Where the server's time went: the functions most often on top of
+        the stack (self) and anywhere on it (inclusive), in % of samples.
+        The collapsed stacks go to bench/results/profile-<storage>-<id>.json.
+        """
+        proc, path = spy
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        self.procs.stop(proc)
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return {"error": tail(os.path.join(self.tmp, f"py-spy-{id}.log"), 500)}
+        selfCount: Dict[str, int] = {}
+        incl: Dict[str, int] = {}
+        files: Dict[str, int] = {}
+        threads: Dict[str, int] = {}
+        total = 0
+        for line in lines:
+            stack, _, n = line.rpartition(" ")
+            if not stack or not n.isdigit():
+                continue
+            count = int(n)
+            total += count
+            frames = [f.strip() for f in stack.split(";") if f.strip()]
+            thread = frames.pop(0) if frames and frames[0].startswith("thread (") else "?"
+            frames = [re.sub(r":\d+\)$", ")", f).replace(REPO + "/", "").replace(sys.prefix + "/lib/python3.11/site-packages/", "") for f in frames]
+            if not frames:
+                continue
+            name = thread.split("): ", 1)[-1].split(" ")[0]  # MainThread (the reactor), bwcd-sqlite, ...
+            threads[name] = threads.get(name, 0) + count
+            selfCount[frames[-1]] = selfCount.get(frames[-1], 0) + count
+            for f in set(frames):
+                if f.split("(")[-1].startswith("bwcd/"):
+                    incl[f] = incl.get(f, 0) + count
+            top = frames[-1]
+            mod = top[top.find("(") + 1:].split(")")[0] if "(" in top else top
+            files[mod] = files.get(mod, 0) + count
+
+        def table(counts: Dict[str, int], n: int) -> List[Tuple[str, float]]:
+            return [(k, round(100.0 * v / max(total, 1), 1)) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:n]]
+
+        summary = {"samples": total, "by_thread": table(threads, 5), "top_self": table(selfCount, 30), "top_inclusive_bwcd": table(incl, 30), "self_by_file": table(files, 20)}
+        with open(os.path.join(RESULTS, f"profile-{self.args.storageName}-{id}.json"), "w") as f:
+            json.dump(dict(summary, collapsed=lines), f, indent=1)
+        return summary
 
     def post(self, url: str, headers: Optional[Dict[str, str]] = None, expect: int = 202) -> None:
         u = urlsplit(url)
@@ -656,19 +724,30 @@ class Bwcd:
             raise BenchError(f"{len(failures)} of {len(bodies)} rules were refused, e.g. {failures[:3]}")
         return {"count": len(bodies), "seconds": round(elapsed, 2), "per_s": round(len(bodies) / max(elapsed, 1e-6), 1), "trigger_refs": refs}
 
-    def drain(self, ruleName: str, triggerRef: str, maxWait: float) -> Dict[str, Any]:
+    def drain(self, ruleName: Optional[str], triggerRef: str, maxWait: float) -> Dict[str, Any]:
         """
         Wait until every stored trigger instance of C{triggerRef} is
         processed and every execution of rule C{ruleName} has completed
-        (bounded by C{maxWait}); return the counts seen last.
+        (bounded by C{maxWait}); return the counts seen last.  Instances
+        left C{pending} while nothing else moves for 5 s are reported as
+        C{instances_stuck} (the engine will only see them at a restart).
         """
         t0 = time.monotonic()
+        last: Any = None
+        since = t0
         while True:
             counts = self.counts(ruleName, triggerRef)
-            done = counts["instances_unprocessed"] == 0 and counts["executions_open"] == 0 and counts["executions"] >= counts["instances"]
-            if done or time.monotonic() - t0 > maxWait:
-                counts["drained"] = done
-                counts["drain_s"] = round(time.monotonic() - t0, 1)
+            now = time.monotonic()
+            state = (counts["instances_unprocessed"], counts["executions"], counts["executions_open"])
+            if state != last:
+                last, since = state, now
+            quiet = counts["executions_open"] == 0
+            done = quiet and counts["instances_unprocessed"] == 0
+            stuck = quiet and now - since >= 5.0
+            if done or stuck or now - t0 > maxWait:
+                counts["drained"] = done or stuck
+                counts["instances_stuck"] = counts["instances_unprocessed"] if stuck and not done else 0
+                counts["drain_s"] = round(now - t0, 1)
                 return counts
             time.sleep(2 if counts["executions_open"] > 2000 else 1)
 
@@ -742,7 +821,7 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
     bw.bench.post(bw.hookUrl + "bench-p1", {"St2-Api-Key": key})
     say("P1: webhook ingest, 10 rules that do not match")
     before = bw.api.total(f"/v1/triggerinstances?trigger={quote(p1Trigger)}")
-    p1 = bench.wrk("p1", bw.hookUrl + "bench-p1", args.duration, bw.pid, key)
+    p1 = bench.wrk("p1", bw.hookUrl + "bench-p1", args.duration, bw.pid, key, profile=True)
     p1["stored_instances"] = bw.api.total(f"/v1/triggerinstances?trigger={quote(p1Trigger)}") - before
     p1["lost"] = max(p1["s202"] - p1["stored_instances"], 0)
     p1["rss_mb"] = rssMb(bw.pid)
@@ -769,9 +848,10 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
     made = bw.createRules([ruleBody("p2", "bench-p2", {"trigger.body.event": {"type": "equals", "pattern": "push"}}, "bench.true")], workers=1)
     p2Trigger = made["trigger_refs"]["p2"]
     say("P2: a rule runs /bin/true per webhook")
-    p2 = bench.wrk("p2", bw.hookUrl + "bench-p2", args.duration, bw.pid, key)
+    p2 = bench.wrk("p2", bw.hookUrl + "bench-p2", args.duration, bw.pid, key, profile=True)
     p2["rss_mb"] = rssMb(bw.pid)
-    say(f"  draining (at most {args.drain_max:.0f} s)")
+    p2["at_window_end"] = bw.counts("p2", p2Trigger)
+    say(f"  at the end of the window: {p2['at_window_end']['executions_open']} executions not completed; draining (at most {args.drain_max:.0f} s)")
     counts = bw.drain("p2", p2Trigger, args.drain_max)
     p2.update({f"after_drain_{k}": v for k, v in counts.items()})
     t0, t1 = p2["wall_start"], p2["wall_end"]
@@ -806,6 +886,7 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
     if line is None:
         raise BenchError(f"open-loop generator gave no result ({code}):\n{out}")
     p3: Dict[str, Any] = {"target_rate": round(rate, 1), "duration_s": args.p3_duration, "client": parseKv(line)}
+    p3["backlog_before"] = counts["executions_open"] + counts["instances_unprocessed"] - counts.get("instances_stuck", 0)
     counts = bw.drain("p3", p3Trigger, args.drain_max)
     p3.update({f"after_drain_{k}": v for k, v in counts.items()})
     lat: List[float] = []
@@ -833,6 +914,7 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
     raw["bwcd_stop_code"] = bw.stop()
     raw["bwcd_restart_s"] = bw.start()
     time.sleep(args.settle)
+    raw["unprocessed_instances_after_restart"] = sum(bw.api.total(f"/v1/triggerinstances?status={s}") for s in ("pending", "processing"))
     samples = []
     for _ in range(3):
         samples.append(rssMb(bw.pid))
@@ -867,6 +949,19 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
     raw["p5_rss_end_mb"] = end
     raw["p5_rss_growth_pct"] = round(100.0 * (end - base) / base, 1) if base and end else None
     say(f"  RSS {base} MB at {firstMinute:g} s -> {end} MB at the end ({raw['p5_rss_growth_pct']} %)")
+    # Overload: many more connections on a hook whose rule runs a command;
+    # every 202 must have a stored instance, refusals must be 503 + Retry-After.
+    made = bw.createRules([ruleBody("ovl", "bench-ovl", {}, "bench.true")], workers=1)
+    ovlTrigger = made["trigger_refs"]["ovl"]
+    say(f"overload: wrk -c{args.overload_connections} on a hook whose rule runs /bin/true, {args.duration:g} s")
+    before = bw.api.total(f"/v1/triggerinstances?trigger={quote(ovlTrigger)}")
+    ovl = bench.wrk("overload", bw.hookUrl + "bench-ovl", args.duration, bw.pid, key, conns=args.overload_connections)
+    ovl["stored_instances"] = bw.api.total(f"/v1/triggerinstances?trigger={quote(ovlTrigger)}") - before
+    ovl["lost"] = max(ovl["s202"] - ovl["stored_instances"], 0)
+    ovl["executions_open_at_end"] = bw.counts("ovl", ovlTrigger)["executions_open"]
+    ovl["rss_mb"] = rssMb(bw.pid)
+    say(f"  {ovl['s202']} accepted, {ovl['s503']} refused with 503 ({ovl['s503_retry_after']} with Retry-After), {ovl['sother']} other, "
+        f"{ovl['stored_instances']} stored, {ovl['executions_open_at_end']} executions waiting at the end")
     raw["bwcd_log_bytes"] = os.path.getsize(bw.log)
     if bw.url.startswith("sqlite:///"):
         path = bw.url[len("sqlite:///"):]
@@ -917,7 +1012,7 @@ def goalTable(summary: Dict[str, Any]) -> Dict[str, Any]:
 
 def overload(raw: Dict[str, Any]) -> Dict[str, Any]:
     windows = {}
-    for id in ("p1", "p4", "p2", "p5_load"):
+    for id in ("p1", "p4", "p2", "p5_load", "overload"):
         w = raw.get(id)
         if w:
             windows[id] = {k: w.get(k) for k in ("s202", "s503", "s503_retry_after", "sother", "stored_instances", "lost", "timeout")}
@@ -929,8 +1024,13 @@ def overload(raw: Dict[str, Any]) -> Dict[str, Any]:
     lost = sum((w.get("lost") or 0) for w in windows.values())
     s503 = sum((w.get("s503") or 0) for w in windows.values())
     without = sum(((w.get("s503") or 0) - (w.get("s503_retry_after") or 0)) for w in windows.values() if "s503_retry_after" in w)
+    stuck = sum(((raw.get(k) or {}).get(f) or 0) for k, f in (("p1_instances_after_drain", "instances_stuck"), ("p2", "after_drain_instances_stuck"), ("p3", "after_drain_instances_stuck")))
+    ovl = raw.get("overload") or {}
     return {
         "windows": windows,
+        "instances_left_pending_until_restart": stuck,
+        "unprocessed_instances_after_restart": raw.get("unprocessed_instances_after_restart"),
+        "executions_waiting_max": max([v for v in ((raw.get("p2") or {}).get("at_window_end", {}).get("executions_open"), ovl.get("executions_open_at_end")) if v is not None] or [None]) if (raw.get("p2") or ovl) else None,
         "accepted_but_not_stored": lost,
         "refused_503": s503,
         "refused_503_without_retry_after": without,
@@ -955,6 +1055,9 @@ def report(result: Dict[str, Any]) -> str:
     lines.append(f"load    : wrk -t1 -c32 keep-alive {'off' if result['settings']['conn_close'] else 'on'}, {m['body_bytes']}-byte JSON, windows {result['settings']['duration_s']:g} s; pinning: {result['pinning']}")
     lines.append(f"before  : cpu busy {raw.get('idle_before', {}).get('cpu0_pct', '-')}% / {raw.get('idle_before', {}).get('cpu1_pct', '-')}%, "
                  f"{raw.get('idle_before', {}).get('forks_per_s', '-')} forks/s, loadavg {fmt(raw.get('idle_before', {}).get('loadavg', [None])[0], 2)} (other work on the machine)")
+    busy = max(raw.get("idle_before", {}).get("cpu0_pct", 0), raw.get("idle_before", {}).get("cpu1_pct", 0))
+    if busy > 15:
+        lines.append(f"WARNING : a CPU was {busy:.0f}% busy before the run started: other work shares this machine, figures are perturbed")
     lines.append("")
     head = f"{'id':<8}{'what':<46}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'cmds/s':>8}{'srv%':>6}{'cpu0%':>6}{'cpu1%':>6}{'steal':>6}"
     lines.append(head)
@@ -980,6 +1083,7 @@ def report(result: Dict[str, Any]) -> str:
     row("p4", f"bwcd P4: {raw.get('p4_rules_total', '?')} rules, none match")
     row("p2", "bwcd P2: rule runs bench.true (/bin/true)", (raw.get("p2") or {}).get("cmds_per_s"))
     row("p5_load", f"bwcd P5: P1 load for {result['settings']['p5_duration_s']:g} s")
+    row("overload", "bwcd overload: rule runs /bin/true, many conns")
     row("c2", "twisted.web Resource again (noise)")
     row("e2", "spawnProcess again (noise)")
     lines.append("")
@@ -1006,8 +1110,14 @@ def report(result: Dict[str, Any]) -> str:
                      f"under load {raw.get('p5_rss_reference_mb')} MB at {fmt(raw.get('p5_rss_reference_at_s'))} s -> {raw.get('p5_rss_end_mb')} MB at {result['settings']['p5_duration_s']:g} s")
     ov = result.get("overload")
     if ov:
-        lines.append(f"overload: {ov['accepted_but_not_stored']} accepted-but-not-stored, {ov['refused_503']} refused with 503 "
-                     f"({ov['refused_503_without_retry_after']} without Retry-After) -> {'correct' if ov['correct'] else 'NOT CORRECT'}")
+        o = raw.get("overload") or {}
+        if o:
+            lines.append(f"overload window (wrk -c{o.get('conns', '?')}): {o['rps']:.0f} req/s, {o['s202']} accepted, {o['s503']} refused 503, {o['sother']} other status, "
+                         f"{o['timeout']} timeouts, {o['stored_instances']} instances stored, {o['executions_open_at_end']} executions waiting at the end")
+        lines.append(f"overload, all windows: {ov['accepted_but_not_stored']} accepted-but-not-stored, {ov['refused_503']} refused with 503 "
+                     f"({ov['refused_503_without_retry_after']} without Retry-After) -> {'correct' if ov['correct'] else 'NOT CORRECT'}; "
+                     f"most executions waiting: {ov['executions_waiting_max']}; instances stored but left pending until a restart: "
+                     f"{ov['instances_left_pending_until_restart']} (still unprocessed after the restart: {ov['unprocessed_instances_after_restart']})")
     lines.append("")
     lines.append("== goals (ratios against baselines measured in this run)")
     for key, g in result["goals"].items():
@@ -1017,6 +1127,18 @@ def report(result: Dict[str, Any]) -> str:
     lines.append("== other ratios")
     for key, v in result["summary"]["other_ratios"].items():
         lines.append(f"{key:<40}{fmt(v, 3):>8}")
+    for id in ("p1", "p2"):
+        prof = (raw.get(id) or {}).get("profile")
+        if prof and prof.get("samples"):
+            lines.append("")
+            lines.append(f"== py-spy profile of bwcd during {id} ({prof['samples']} samples of busy threads; % of samples)")
+            lines.append("   threads: " + ", ".join(f"{name} {pct}%" for name, pct in prof["by_thread"]))
+            lines.append("   self (on top of the stack):")
+            for name, pct in prof["top_self"][:15]:
+                lines.append(f"   {pct:5.1f}%  {name}")
+            lines.append("   inclusive, bwcd functions:")
+            for name, pct in prof["top_inclusive_bwcd"][:15]:
+                lines.append(f"   {pct:5.1f}%  {name}")
     n = result.get("noise", {})
     if n:
         lines.append("")
@@ -1096,6 +1218,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--p5-duration", type=float, default=None, help="seconds of the P5 memory window (default 120, quick 20; the issue's goal is stated for 600)")
     parser.add_argument("--rules", type=int, default=None, help="rules for P4/P5, 10 per hook (default 10000, quick 2000)")
     parser.add_argument("--drain-max", type=float, default=None, help="most seconds to wait for a backlog of executions to finish (default 120, quick 60)")
+    parser.add_argument("--overload-connections", type=int, default=256, help="wrk connections of the overload window (default 256)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between bwcd being ready and the idle RSS samples")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generators to CPUs")
     parser.add_argument("--no-webhook", action="store_true", help="skip adnanh/webhook even when installed")
@@ -1104,6 +1227,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--skip-baselines", action="store_true", help="measure bwcd only (ratios become null); for development")
     parser.add_argument("--skip-bwcd", action="store_true", help="measure the baselines only")
     parser.add_argument("--output", default=None, help="results file (default bench/results/latest.json, or latest-mongodb.json with --storage)")
+    parser.add_argument("--profile", action="store_true", help="sample bwcd with py-spy during P1 and P2 (summaries in the results, stacks in bench/results/profile-*.json); perturbs the figures")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary folder (logs, database) for inspection")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -1128,6 +1252,7 @@ def main(argv: List[str]) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     storage, mongoDb = storageFor(args.storage)
+    args.storageName = "mongodb" if storage else "sqlite"
     output = args.output or os.path.join(RESULTS, "latest-mongodb.json" if storage else "latest.json")
     os.makedirs(RESULTS, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="bwcd-bench-")
@@ -1154,13 +1279,19 @@ def main(argv: List[str]) -> int:
             bench.twisted("d", "klein")
             bench.spawn("e")
         if not args.skip_bwcd:
-            runBwcd(bench, storage)
+            try:
+                runBwcd(bench, storage)
+            except BenchError as e:
+                # keep the baselines' noise repeats: they still say something
+                failure = f"bwcd: {e}"
+                say(failure)
+                procs.stopAll()
         if not args.skip_baselines:
             bench.twisted("c2", "bare")
             bench.spawn("e2")
         raw["idle_after"] = bench.idleSample()
     except KeyboardInterrupt as e:
-        failure = f"interrupted ({e or 'Ctrl-C'})"
+        failure = f"interrupted ({str(e) or 'Ctrl-C'})"
     except BenchError as e:
         failure = str(e)
     except Exception as e:  # report what was measured, then the error
@@ -1190,7 +1321,7 @@ def main(argv: List[str]) -> int:
         "pinning": "servers and their children on CPU 1, load generators on CPU 0" if pin else "none",
         "settings": {
             "duration_s": args.duration, "p3_duration_s": args.p3_duration, "p5_duration_s": args.p5_duration,
-            "rules": args.rules, "drain_max_s": args.drain_max, "conn_close": args.conn_close, "connections": 32,
+            "rules": args.rules, "drain_max_s": args.drain_max, "profiled": args.profile, "overload_connections": args.overload_connections, "conn_close": args.conn_close, "connections": 32,
             "webhook": have["webhook"] and not args.no_webhook, "command_count": "process accounting" if acctOk else "/proc/stat forks",
         },
     }

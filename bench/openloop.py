@@ -15,7 +15,7 @@ measured from the time the request was *due*, so a stall shows up in full.
 One line is printed at the end::
 
     OPENLOOP due=.. sent=.. missed=.. s202=.. s503=.. sother=.. errors=.. rate=..
-             p50_ms=.. p99_ms=.. max_ms=.. connections=..
+             p50_ms=.. p99_ms=.. max_ms=.. connections=.. (the most open at once)
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class HttpConnection(Protocol):
         self.gen = gen
         self.buffer = b""
         self.due: Optional[float] = None
-        self.need: Optional[int] = None  # bytes of the whole response once the head is in
+        self.need: Optional[int] = None  # body bytes once the head is in; -1 for chunked
         self.code = 0
 
     def connectionMade(self) -> None:
@@ -67,18 +67,46 @@ class HttpConnection(Protocol):
                     return
                 head = self.buffer[:end].split(b"\r\n")
                 self.code = int(head[0].split(b" ", 2)[1])
-                length = 0
+                length, chunked = 0, False
                 for line in head[1:]:
                     name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
+                    name = name.strip().lower()
+                    if name == b"content-length":
                         length = int(value.strip())
-                self.need = end + 4 + length
-            if len(self.buffer) < self.need:
-                return
-            self.buffer = self.buffer[self.need:]
+                    elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                        chunked = True
+                self.buffer = self.buffer[end + 4:]
+                self.need = -1 if chunked else length
+            if self.need == -1:
+                end = self.chunkedEnd()
+                if end is None:
+                    return
+            else:
+                if len(self.buffer) < self.need:
+                    return
+                end = self.need
+            self.buffer = self.buffer[end:]
             self.need = None
             due, self.due = self.due, None
             self.gen.answered(self, self.code, time.monotonic() - due)
+
+    def chunkedEnd(self) -> Optional[int]:
+        """
+        Where a complete chunked body ends in the buffer, or None.
+        """
+        pos = 0
+        while True:
+            eol = self.buffer.find(b"\r\n", pos)
+            if eol < 0:
+                return None
+            size = int(self.buffer[pos:eol].split(b";", 1)[0], 16)
+            if size == 0:
+                # last chunk, (no trailers) then CRLF
+                end = self.buffer.find(b"\r\n", eol + 2)
+                return None if end < 0 else end + 2
+            pos = eol + 2 + size + 2
+            if pos > len(self.buffer):
+                return None
 
     def connectionLost(self, reason) -> None:
         self.gen.lost(self)
@@ -94,6 +122,7 @@ class Generator(ClientFactory):
         self.maxConnections = maxConnections
         self.idle: List[HttpConnection] = []
         self.open = 0
+        self.maxOpen = 0
         self.pending = 0  # connections being opened
         self.backlog: List[float] = []  # due times waiting for a connection being opened
         self.stats = Stats()
@@ -115,6 +144,7 @@ class Generator(ClientFactory):
     def connected(self, conn: HttpConnection) -> None:
         self.pending -= 1
         self.open += 1
+        self.maxOpen = max(self.maxOpen, self.open)
         self.release(conn)
 
     def release(self, conn: HttpConnection) -> None:
@@ -226,7 +256,7 @@ def main(argv: List[str]) -> int:
             gen.issued, s.sent, s.missed, s.codes.get(202, 0), s.codes.get(503, 0),
             sum(v for k, v in s.codes.items() if k not in (202, 503)), s.errors,
             s.sent / args.duration, percentile(lat, 50) * 1000, percentile(lat, 99) * 1000,
-            (max(lat) if lat else float("nan")) * 1000, gen.open,
+            (max(lat) if lat else float("nan")) * 1000, gen.maxOpen,
         ),
         flush=True,
     )

@@ -40,6 +40,7 @@ from bwcd.metrics import Metrics
 from bwcd.packs.registrar import packFolders, registerActions, registerRunnerTypes
 from bwcd.runners.local import LocalRunner
 from bwcd.store.url import openStore
+from bwcd.webhooks import RulesExtension
 
 log = Logger(namespace="bwcd")
 
@@ -97,6 +98,8 @@ class BwcdService(MultiService):
         self.authApi = Api(self.authenticator.authenticate)
         self._extensions: List[Any] = []
         self._childTokens: Dict[str, tuple] = {}
+        self.rules = RulesExtension(self.store, self.executions, reactor, self.api, systemUser=config.system.user)
+        self._extensions.append(self.rules)
         self._buildRoutes()
         self._listen(config.api.listen, self.api)
         self._tokenPurge = TimerService(3600, self._purgeTokens)

@@ -417,10 +417,14 @@ class RuleWebhookTests(CLITestMixin, TestCase):
         with open(self.outFile) as f:
             self.assertEqual(f.read(), "{'name': 'st2'}\n")
 
-        code, out, err = await self.bwc("trigger-instance", "list", "-j", env=self.env_)
+        code, out, err = await self.bwc("rule", "get", "examples.sample_rule_with_webhook", "-j", env=self.env_)
+        triggerRef = json.loads(out)["trigger"]["ref"]
+        code, out, err = await self.bwc("trigger-instance", "list", "--trigger", triggerRef, "-j", env=self.env_)
         self.assertEqual(code, 0, out + err)
         instances = json.loads(out)
-        self.assertEqual(len(instances), 1, instances)
+        self.assertEqual([i["trigger"] for i in instances], [triggerRef])
+        code, out, err = await self.bwc("trigger-instance", "list", env=self.env_)
+        self.assertIn(instances[0]["id"], out)
         code, out, err = await self.bwc("trigger-instance", "get", instances[0]["id"], "-j", env=self.env_)
         self.assertEqual(json.loads(out)["payload"]["body"], {"name": "st2"})
         code, out, err = await self.bwc("trigger-instance", "re-emit", instances[0]["id"], env=self.env_)

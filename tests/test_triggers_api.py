@@ -220,6 +220,7 @@ class TriggerApiTests(TestCase):
         self.assertEqual(len(await ids("")), 2)
         self.assertEqual(await ids(f"?trigger={rule['trigger']['ref']}"), [first])
         self.assertEqual(await ids("?trigger_type=core.st2.webhook"), [first])
+        self.assertEqual(await ids("?trigger_type=nope.nothing"), [])
         self.assertEqual(len(await ids("?status=processed")), 2)
         self.assertEqual(await ids("?status=pending"), [])
         self.assertEqual(len(await ids("?timestamp_gt=2000-01-01T00:00:00.000000Z")), 2)

@@ -13,7 +13,7 @@ import sqlite3
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -184,7 +184,7 @@ class SQLiteWebhooksEndToEndTests(WebhooksEndToEndMixin, TestCase):
             await response.content()
             return response.code, response.headers.getRawHeaders("X-BWC-Trigger-Instance")[0]
 
-        accepted = await gatherResults([send(n) for n in range(60)])
+        accepted = await gatherResults([ensureDeferred(send(n)) for n in range(60)])
         await d.kill()
         self.assertEqual({code for code, _ in accepted}, {202})
 
@@ -222,3 +222,56 @@ class SQLiteWebhooksEndToEndTests(WebhooksEndToEndMixin, TestCase):
 
 class MongoWebhooksEndToEndTests(WebhooksEndToEndMixin, TestCase):
     storage = "mongodb"
+
+    async def test_twoProcessesShareRules(self):
+        """
+        Two bwcd processes on one MongoDB: a rule created, changed or
+        deleted through one takes effect on the other within 2 seconds.
+        """
+        a = await self.daemon()
+        b = await startDaemon(self, storage=a.configData["storage"]["url"])
+        response, rule = await a.post("/v1/rules", SAMPLE_RULE)
+        self.assertEqual(response.code, 201)
+
+        async def within(seconds, check):
+            deadline = reactor.seconds() + seconds
+            while True:
+                result = await check()
+                if result:
+                    return result
+                if reactor.seconds() > deadline:
+                    self.fail(f"not within {seconds}s")
+                await sleep(0.05)
+
+        async def accepted():
+            response, _ = await b.post("/v1/webhooks/sample", {"key1": "value1"})
+            return response.headers.getRawHeaders("X-BWC-Trigger-Instance", [None])[0] if response.code == 202 else None
+
+        instanceId = await within(2.0, accepted)
+        _, _, [execution] = await self.executionsOf(b, instanceId, 1)
+        self.assertEqual(execution["result"]["stdout"], "value1 application/json")
+
+        changed = dict(SAMPLE_RULE, criteria={"trigger.body.key1": {"type": "equals", "pattern": "value2"}})
+        response, _ = await self._put(a, f"/v1/rules/{rule['id']}", changed)
+        self.assertEqual(response.code, 200)
+
+        async def followsChange():
+            response, _ = await b.post("/v1/webhooks/sample", {"key1": "value2"})
+            instanceId = response.headers.getRawHeaders("X-BWC-Trigger-Instance")[0]
+            _, enforcements, _ = await self.executionsOf(b, instanceId, 0)
+            return bool(enforcements)
+
+        # 2 s for the change plus the time one probe takes to be processed.
+        await within(2.5, followsChange)
+        response = await treq.delete(a.apiURL + f"/v1/rules/{rule['id']}", headers=a.headers)
+        self.assertEqual(response.code, 204)
+
+        async def gone():
+            response, _ = await b.post("/v1/webhooks/sample", {"key1": "value1"})
+            return response.code == 404
+
+        await within(2.0, gone)
+
+    async def _put(self, d, path, body):
+        response = await treq.put(d.apiURL + path, data=json.dumps(body).encode(), headers=dict(d.headers, **{"Content-Type": "application/json"}))
+        return response, json.loads(await response.content())

@@ -203,7 +203,6 @@ class RulesEngine:
         self._stopping = False
         self._idle: List[Deferred] = []
         self._recovery: Optional[Deferred] = None
-        self._creates = 0
         try:
             self._createTakesId = "executionId" in inspect.signature(executions.create).parameters
         except (TypeError, ValueError):
@@ -439,7 +438,7 @@ class RulesEngine:
         execution: Optional[Dict[str, Any]] = None
         failure: Optional[str] = None
         try:
-            execution = await self._startExecution(rule, instance, execId, recovered)
+            execution = await self._startExecution(rule, ruleDoc, instance, execId, recovered)
         except ExecutionRequestError as e:
             # With failOnError only an unknown action is refused outright.
             failure = f'Action "{actionRef}" doesn\'t exist' if "cannot be found" in str(e) else str(e)
@@ -468,8 +467,7 @@ class RulesEngine:
         enforcement = await self._writeEnforcement(rule, instance, execution["id"] if execution else None, failure)
         return enforcement, execution
 
-    async def _startExecution(self, rule: IndexedRule, instance: Dict[str, Any], execId: str, recovered: bool) -> Dict[str, Any]:
-        ruleDoc = rule.doc
+    async def _startExecution(self, rule: IndexedRule, ruleDoc: Dict[str, Any], instance: Dict[str, Any], execId: str, recovered: bool) -> Dict[str, Any]:
         action = ruleDoc.get("action") or {}
         if not self._createTakesId and recovered:
             # Without caller-chosen ids, look for what an earlier attempt
@@ -481,7 +479,7 @@ class RulesEngine:
         triggerType = self._index.triggerType(trigger.get("type", "")) or {}
         context = {
             "trigger_instance": {"id": instance["id"], "name": None},
-            "rule": {"id": rule.id, "name": ruleDoc.get("name")},
+            "rule": {"id": rule.id, "name": rule.name},
             "user": self.systemUser,
         }
         embed = {
@@ -497,15 +495,13 @@ class RulesEngine:
         }
         if self._createTakesId:
             kwargs["executionId"] = execId
-        self._creates += 1
         return await self._executions.create(action.get("ref"), action.get("parameters") or {}, context, self.systemUser, **kwargs)
 
     async def _writeEnforcement(self, rule: IndexedRule, instance: Mapping[str, Any], executionId: Optional[str], failure: Optional[str]) -> Dict[str, Any]:
-        ruleDoc = rule.doc
         doc: Dict[str, Any] = {
             "id": newId(),
             "trigger_instance_id": instance["id"],
-            "rule": {"ref": ruleDoc.get("ref"), "id": rule.id, "uid": ruleDoc.get("uid")},
+            "rule": {"ref": rule.ref, "id": rule.id, "uid": rule.uid},
             "enforced_at": isoformat(utcnow(self._clock)),
             "status": ENFORCEMENT_FAILED if failure else ENFORCEMENT_SUCCEEDED,
         }
@@ -562,7 +558,15 @@ class RulesEngine:
         if self._index.trigger(ACTION_TRIGGER_TYPE) is None:
             return
         payload = actionTriggerPayload(execution)
-        d = ensureDeferred(self.dispatch(ACTION_TRIGGER_TYPE, payload, bypassLimit=True))
+        ruleSet = self._index.rulesFor(ACTION_TRIGGER_TYPE)
+        if ruleSet.standard or ruleSet.backstop:
+            d = ensureDeferred(self.dispatch(ACTION_TRIGGER_TYPE, payload, bypassLimit=True))
+        else:
+            # No rule to run: the instance is recorded as processed at once,
+            # one write instead of an insert and a status update.
+            instance = self.newInstance(ACTION_TRIGGER_TYPE, payload)
+            instance["status"] = PROCESSED
+            d = self._store.insert("triggerinstances", instance)
         d.addErrback(lambda f: None if f.check(ShuttingDown) else log.failure("Could not emit {trigger} for execution {id}", f, trigger=ACTION_TRIGGER_TYPE, id=execution.get("id")))
 
     # -- service ---------------------------------------------------------------
@@ -587,7 +591,10 @@ class RulesEngine:
         return self._recovery
 
     def _recoveryFailed(self, failure: Any) -> int:
-        log.failure("Recovering unprocessed trigger instances failed; they are retried at the next start", failure)
+        if self._stopping and failure.check(StoreError):
+            log.info("Recovery of unprocessed trigger instances interrupted by shutdown: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("Recovering unprocessed trigger instances failed; they are retried at the next start", failure)
         return 0
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -609,11 +616,20 @@ class RulesEngine:
         self._retrying.clear()
         while self._queue:
             self._queue.popleft().done.callback(None)
+        waits: List[Deferred] = []
+        if self._recovery is not None and not self._recovery.called:
+            # It ends after its current page, whose queued part was just
+            # dropped.
+            waits.append(self._recovery)
         if self._active:
             idle: Deferred = Deferred()
             self._idle.append(idle)
-            timer = self._clock.callLater(timeout, lambda: idle.called or idle.callback(None))
-            await idle
+            waits.append(idle)
+        if waits:
+            done: Deferred = Deferred()
+            timer = self._clock.callLater(timeout, lambda: done.called or done.callback(None))
+            DeferredList(waits).addBoth(lambda _: done.called or done.callback(None))
+            await done
             if timer.active():
                 timer.cancel()
         self._running = False

@@ -25,6 +25,7 @@ Keeping it current:
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import attrs
@@ -44,26 +45,51 @@ log = Logger(namespace="bwcd.rules.index")
 MARKER_NAME = "__bwcd.rules.revision"
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 @attrs.frozen
 class IndexedRule:
     """
-    An enabled rule ready for matching.
+    A rule as the index keeps it: what matching needs, with the whole
+    document kept as compact JSON and decoded only when the rule is
+    enforced.  (Ten thousand rules as decoded dicts cost about 40 MB;
+    this way they cost a few.)
     """
 
-    doc: Dict[str, Any]
-    criteria: CompiledCriteria
+    id: str
+    ref: str
+    name: str
+    uid: str
+    pack: str
+    enabled: bool
+    triggerRef: Optional[str]
+    backstop: bool
+    criteria: Optional[CompiledCriteria]
+    raw: bytes
+
+    @classmethod
+    def fromDocument(cls, doc: Mapping[str, Any]) -> "IndexedRule":
+        enabled = bool(doc.get("enabled"))
+        return cls(
+            id=doc["id"],
+            ref=doc.get("ref", ""),
+            name=doc.get("name", ""),
+            uid=doc.get("uid", ""),
+            pack=doc.get("pack", ""),
+            enabled=enabled,
+            triggerRef=(doc.get("trigger") or {}).get("ref"),
+            backstop=(doc.get("type") or {}).get("ref") == "backstop",
+            criteria=compileCriteria(doc.get("criteria") or {}) if enabled else None,
+            raw=_encode(doc).encode("utf-8"),
+        )
 
     @property
-    def id(self) -> str:
-        return self.doc["id"]
-
-    @property
-    def ref(self) -> str:
-        return self.doc["ref"]
-
-    @property
-    def backstop(self) -> bool:
-        return (self.doc.get("type") or {}).get("ref") == "backstop"
+    def doc(self) -> Dict[str, Any]:
+        """
+        The stored rule document (a new copy on every access).
+        """
+        return json.loads(self.raw)
 
 
 @attrs.frozen
@@ -79,8 +105,8 @@ class RuleSet:
 EMPTY = RuleSet()
 
 
-def _sortKey(doc: Mapping[str, Any]) -> Tuple[str, str]:
-    return (doc.get("pack", ""), doc.get("name", ""))
+def _sortKey(rule: IndexedRule) -> Tuple[str, str]:
+    return (rule.pack, rule.name)
 
 
 class _Snapshot:
@@ -89,46 +115,36 @@ class _Snapshot:
     """
 
     def __init__(self) -> None:
-        self.rules: Dict[str, Dict[str, Any]] = {}  # id -> doc
+        self.rules: Dict[str, IndexedRule] = {}  # id -> rule
+        self.ruleIds: Dict[Optional[str], set] = {}  # trigger ref -> ids of its rules
         self.triggers: Dict[str, Dict[str, Any]] = {}  # ref -> doc
         self.triggerTypes: Dict[str, Dict[str, Any]] = {}  # ref -> doc
-        self.byTrigger: Dict[str, RuleSet] = {}
+        self.byTrigger: Dict[Optional[str], RuleSet] = {}
         self.hooks: Dict[str, List[Dict[str, Any]]] = {}
-        self.compiled: Dict[str, IndexedRule] = {}  # rule id -> compiled
-        self.ruleIds: Dict[str, set] = {}  # trigger ref -> ids of its rules
 
-    def rebuildTrigger(self, triggerRef: str) -> None:
-        ids = self.ruleIds.get(triggerRef, ())
-        rules = sorted((self.rules[i] for i in ids if self.rules[i].get("enabled")), key=_sortKey)
-        standard, backstop = [], []
-        for doc in rules:
-            indexed = self.compiled.get(doc["id"])
-            if indexed is None or indexed.doc is not doc:
-                indexed = IndexedRule(doc, compileCriteria(doc.get("criteria") or {}))
-                self.compiled[doc["id"]] = indexed
-            (backstop if indexed.backstop else standard).append(indexed)
+    def addRule(self, rule: IndexedRule) -> None:
+        self.rules[rule.id] = rule
+        self.ruleIds.setdefault(rule.triggerRef, set()).add(rule.id)
+
+    def dropRule(self, ruleId: str) -> Optional[IndexedRule]:
+        rule = self.rules.pop(ruleId, None)
+        if rule is not None:
+            self.ruleIds.get(rule.triggerRef, set()).discard(ruleId)
+        return rule
+
+    def rebuildTrigger(self, triggerRef: Optional[str]) -> None:
+        rules = sorted((self.rules[i] for i in self.ruleIds.get(triggerRef, ()) if self.rules[i].enabled), key=_sortKey)
+        standard = tuple(r for r in rules if not r.backstop)
+        backstop = tuple(r for r in rules if r.backstop)
         if standard or backstop:
-            self.byTrigger[triggerRef] = RuleSet(tuple(standard), tuple(backstop))
+            self.byTrigger[triggerRef] = RuleSet(standard, backstop)
         else:
             self.byTrigger.pop(triggerRef, None)
 
     def rebuildAll(self) -> None:
-        grouped: Dict[str, List[Dict[str, Any]]] = {}
-        self.ruleIds = {}
-        for doc in self.rules.values():
-            ref = (doc.get("trigger") or {}).get("ref")
-            self.ruleIds.setdefault(ref, set()).add(doc["id"])
-            if doc.get("enabled"):
-                grouped.setdefault(ref, []).append(doc)
         self.byTrigger = {}
-        self.compiled = {}
-        for ref, docs in grouped.items():
-            standard, backstop = [], []
-            for doc in sorted(docs, key=_sortKey):
-                indexed = IndexedRule(doc, compileCriteria(doc.get("criteria") or {}))
-                self.compiled[doc["id"]] = indexed
-                (backstop if indexed.backstop else standard).append(indexed)
-            self.byTrigger[ref] = RuleSet(tuple(standard), tuple(backstop))
+        for ref in list(self.ruleIds):
+            self.rebuildTrigger(ref)
         self.hooks = {}
         for trigger in self.triggers.values():
             url = webhookUrl(trigger)
@@ -196,6 +212,21 @@ class RuleIndex:
         doc = await self._store.findOne("kv", {"name": MARKER_NAME})
         return None if doc is None else doc.get("value")
 
+    async def _pages(self, collection: str, pageSize: int = 1000):
+        """
+        Every document of C{collection}, read a page at a time (by id) so a
+        reload never holds all of them decoded at once.
+        """
+        last: Optional[str] = None
+        while True:
+            filter = {} if last is None else {"id": {"$gt": last}}
+            page = await self._store.find(collection, filter, sort=[("id", 1)], limit=pageSize)
+            for doc in page:
+                yield doc
+            if len(page) < pageSize:
+                return
+            last = page[-1]["id"]
+
     async def reload(self) -> None:
         """
         Read everything from the store and replace the index at once.
@@ -204,11 +235,11 @@ class RuleIndex:
         try:
             marker = await self._readMarker()
             snapshot = _Snapshot()
-            for doc in await self._store.find("rules", {}):
-                snapshot.rules[doc["id"]] = doc
-            for doc in await self._store.find("triggers", {}):
+            async for doc in self._pages("rules"):
+                snapshot.addRule(IndexedRule.fromDocument(doc))
+            async for doc in self._pages("triggers"):
                 snapshot.triggers[doc["ref"]] = doc
-            for doc in await self._store.find("triggertypes", {}):
+            async for doc in self._pages("triggertypes"):
                 snapshot.triggerTypes[doc["ref"]] = doc
             snapshot.rebuildAll()
             self._snapshot = snapshot
@@ -275,25 +306,21 @@ class RuleIndex:
         Add or replace a rule (by id).
         """
         snapshot = self._snapshot
-        old = snapshot.rules.get(doc["id"]) or previous
-        snapshot.rules[doc["id"]] = doc
-        snapshot.compiled.pop(doc["id"], None)
-        refs = {(doc.get("trigger") or {}).get("ref")}
+        old = snapshot.dropRule(doc["id"])
+        rule = IndexedRule.fromDocument(doc)
+        snapshot.addRule(rule)
+        refs = {rule.triggerRef}
         if old is not None:
-            oldRef = (old.get("trigger") or {}).get("ref")
-            snapshot.ruleIds.get(oldRef, set()).discard(doc["id"])
-            refs.add(oldRef)
-        snapshot.ruleIds.setdefault((doc.get("trigger") or {}).get("ref"), set()).add(doc["id"])
+            refs.add(old.triggerRef)
+        elif previous is not None:
+            refs.add((previous.get("trigger") or {}).get("ref"))
         for ref in refs:
             snapshot.rebuildTrigger(ref)
 
     def removeRule(self, doc: Mapping[str, Any]) -> None:
         snapshot = self._snapshot
-        old = snapshot.rules.pop(doc["id"], None) or doc
-        snapshot.compiled.pop(doc["id"], None)
-        ref = (old.get("trigger") or {}).get("ref")
-        snapshot.ruleIds.get(ref, set()).discard(doc["id"])
-        snapshot.rebuildTrigger(ref)
+        old = snapshot.dropRule(doc["id"])
+        snapshot.rebuildTrigger(old.triggerRef if old is not None else (doc.get("trigger") or {}).get("ref"))
 
     def putTrigger(self, doc: Dict[str, Any]) -> None:
         snapshot = self._snapshot
