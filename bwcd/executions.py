@@ -106,6 +106,7 @@ class ExecutionService:
         embed: Optional[Mapping[str, Any]] = None,
         renderContext: Optional[Mapping[str, Any]] = None,
         failOnError: bool = False,
+        executionId: Optional[str] = None,
     ) -> dict:
         """
         Store a new execution of C{actionRef} (status C{requested}) and queue
@@ -113,13 +114,16 @@ class ExecutionService:
 
         @param failOnError: store a C{failed} execution carrying the error
             instead of raising, as StackStorm does for rule-started ones.
+        @param executionId: the id to use; the rules engine derives it from
+            (rule, trigger instance) so that the store's unique id refuses a
+            second execution for the same enforcement (L{DuplicateKey}).
         @raise ExecutionRequestError: unknown or disabled action, a render or
             validation error (unless C{failOnError}).
         """
         action = await self.action(actionRef)
         if action is None:
             raise ExecutionRequestError(f'Action "{actionRef}" cannot be found.')
-        execId = newId()
+        execId = executionId or newId()
         ctx = dict(context or {})
         ctx.setdefault("user", user)
         ctx.setdefault("pack", action["pack"])
