@@ -157,7 +157,7 @@ def _derive(config: Config, environ: Mapping[str, str]) -> Config:
     system = attrs.evolve(system, state_dir=stateDir)
     storage = config.storage
     if not storage.url:
-        storage = attrs.evolve(storage, url="sqlite:///" + os.path.join(stateDir, "bwcd.sqlite"))
+        storage = attrs.evolve(storage, url="sqlite://" + os.path.join(stateDir, "bwcd.sqlite"))
     scheme = storage.url.split(":", 1)[0]
     if scheme not in ("sqlite", "mongodb"):
         raise ConfigError(f"storage.url: unknown scheme '{scheme}' (use sqlite:///PATH or mongodb://HOST:PORT/DB)")

@@ -37,4 +37,11 @@ def makeService(options: Options):
 
     from bwcd.service import BwcdService
 
-    return BwcdService(options["loaded"], reactor)
+    try:
+        return BwcdService(options["loaded"], reactor)
+    except ValueError as e:
+        # the store URL is checked in full only when the backend is chosen
+        if not str(e).startswith("storage.url"):
+            raise
+        sys.stderr.write(f"bwcd: configuration error: {e}\n")
+        raise SystemExit(1)

@@ -230,7 +230,7 @@ async def startDaemon(
     stateDir = os.path.abspath(testCase.mktemp())
     os.makedirs(stateDir)
     if storage == "sqlite":
-        url = "sqlite:///" + os.path.join(stateDir, "bwcd.sqlite")
+        url = "sqlite://" + os.path.join(stateDir, "bwcd.sqlite")
     elif storage == "mongodb":
         from tests.mongoserver import mongoURL
 

@@ -26,7 +26,7 @@ class ParseTests(SynchronousTestCase):
         config = parseConfig({}, None, self.env)
         self.assertEqual(config.api.listen, "tcp:9101:interface=127.0.0.1")
         self.assertEqual(config.auth.listen, "tcp:9100:interface=127.0.0.1")
-        self.assertEqual(config.storage.url, "sqlite:///" + os.path.join(self.state, "bwcd.sqlite"))
+        self.assertEqual(config.storage.url, "sqlite://" + os.path.join(self.state, "bwcd.sqlite"))
         self.assertEqual(config.auth.users_file, os.path.join(self.state, "htpasswd"))
         self.assertEqual(config.runner.max_concurrent, 16)
         self.assertEqual(config.api.max_body_bytes, 1048576)
@@ -101,16 +101,31 @@ class ParseTests(SynchronousTestCase):
 
 
 class TwistdExitTests(SynchronousTestCase):
+    def twistdErrors(self, text):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(text)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        proc = subprocess.run([twistd, "-n", "--pidfile=", "bwcd", "--config", path], env=childEnv(), capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(proc.returncode, 0)
+        return [line for line in proc.stderr.splitlines() if line.strip()]
+
     def test_badConfigExitsWithOneLine(self):
         """
         twistd exits non-zero with one line naming the key when the
         configuration is wrong.
         """
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as f:
-            f.write("storage: {url: 'redis://x'}\n")
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        proc = subprocess.run([twistd, "-n", "--pidfile=", "bwcd", "--config", path], env=childEnv(), capture_output=True, text=True, timeout=60)
-        self.assertNotEqual(proc.returncode, 0)
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        self.assertEqual(lines, ["bwcd: configuration error: storage.url: unknown scheme 'redis' (use sqlite:///PATH or mongodb://HOST:PORT/DB)"])
+        self.assertEqual(
+            self.twistdErrors("storage: {url: 'redis://x'}\n"),
+            ["bwcd: configuration error: storage.url: unknown scheme 'redis' (use sqlite:///PATH or mongodb://HOST:PORT/DB)"],
+        )
+
+    def test_malformedStoreURL(self):
+        """
+        A storage URL with the right scheme but a wrong shape is also one
+        line.
+        """
+        self.assertEqual(
+            self.twistdErrors("storage: {url: 'sqlite://relative'}\n"),
+            ["bwcd: configuration error: storage.url: 'sqlite://relative': an absolute SQLite path needs three slashes (sqlite:///path)"],
+        )

@@ -35,22 +35,48 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 Transform = Callable[[Any], Any]
 
+#: the rows a property table starts with when present
+PROPERTY_ORDER = ("id", "name", "pack", "description")
+
+_MISSING = object()
+
 
 # ---------------------------------------------------------------------------
 # values
+
+
+def _lookup(doc: Any, path: str) -> Any:
+    """
+    C{doc["a"]["b"]} for C{"a.b"}, or L{_MISSING}: a stored None and a
+    missing key differ for L{selectAttributes}.
+    """
+    value = doc
+    for name in path.split("."):
+        if not isinstance(value, Mapping) or name not in value:
+            return _MISSING
+        value = value[name]
+    return value
 
 
 def getValue(doc: Any, path: str) -> Any:
     """
     C{doc["a"]["b"]} for C{"a.b"}; None when any step is missing.
     """
-    value = doc
-    for name in path.split("."):
-        if isinstance(value, Mapping) and name in value:
-            value = value[name]
-        else:
-            return None
-    return value
+    value = _lookup(doc, path)
+    return None if value is _MISSING else value
+
+
+def _transformed(doc: Any, path: str, transforms: Mapping[str, Transform]) -> Any:
+    value = getValue(doc, path)
+    transform = transforms.get(path)
+    return value if transform is None else transform(value)
+
+
+def wantsAll(attributes: Optional[Sequence[str]]) -> bool:
+    """
+    st2's C{-a}: no attributes, or C{all} among them, means every one.
+    """
+    return not attributes or "all" in attributes
 
 
 def selectAttributes(doc: Mapping[str, Any], attributes: Optional[Sequence[str]]) -> Dict[str, Any]:
@@ -59,12 +85,12 @@ def selectAttributes(doc: Mapping[str, Any], attributes: Optional[Sequence[str]]
     nesting, as st2's jsutil.get_kvps); everything when C{attributes} is
     empty or contains C{all}.
     """
-    if not attributes or "all" in attributes:
+    if wantsAll(attributes):
         return dict(doc)
     result: Dict[str, Any] = {}
     for attribute in attributes:
-        value = getValue(doc, attribute)
-        if value is None and not _hasPath(doc, attribute):
+        value = _lookup(doc, attribute)
+        if value is _MISSING:
             continue
         names = attribute.split(".")
         target = result
@@ -74,26 +100,23 @@ def selectAttributes(doc: Mapping[str, Any], attributes: Optional[Sequence[str]]
     return result
 
 
-def _hasPath(doc: Any, path: str) -> bool:
-    value = doc
-    for name in path.split("."):
-        if not isinstance(value, Mapping) or name not in value:
-            return False
-        value = value[name]
-    return True
+def _selected(subject: Any, attributes: Optional[Sequence[str]]) -> Any:
+    """
+    What C{-j} and C{-y} print: the selection of each document in a list,
+    of a single document, or anything else as it is.
+    """
+    if isinstance(subject, list):
+        return [selectAttributes(item, attributes) if isinstance(item, Mapping) else item for item in subject]
+    if isinstance(subject, Mapping):
+        return selectAttributes(subject, attributes)
+    return subject
 
 
 def formatJSON(subject: Any, attributes: Optional[Sequence[str]] = None) -> str:
     """
     C{-j}: st2's JSON formatter (4-space indent, sorted keys).
     """
-    if isinstance(subject, list):
-        docs: Any = [selectAttributes(item, attributes) if isinstance(item, Mapping) else item for item in subject]
-    elif isinstance(subject, Mapping):
-        docs = selectAttributes(subject, attributes)
-    else:
-        docs = subject
-    return json.dumps(docs, indent=4, sort_keys=True, ensure_ascii=False, separators=(",", ": "))
+    return json.dumps(_selected(subject, attributes), indent=4, sort_keys=True, ensure_ascii=False, separators=(",", ": "))
 
 
 def formatYAML(subject: Any, attributes: Optional[Sequence[str]] = None) -> str:
@@ -102,13 +125,7 @@ def formatYAML(subject: Any, attributes: Optional[Sequence[str]] = None) -> str:
     """
     import yaml
 
-    if isinstance(subject, list):
-        docs: Any = [selectAttributes(item, attributes) if isinstance(item, Mapping) else item for item in subject]
-    elif isinstance(subject, Mapping):
-        docs = selectAttributes(subject, attributes)
-    else:
-        docs = subject
-    return yaml.safe_dump(docs, default_flow_style=False, allow_unicode=True).rstrip("\n")
+    return yaml.safe_dump(_selected(subject, attributes), default_flow_style=False, allow_unicode=True).rstrip("\n")
 
 
 def parseTimestamp(value: str) -> Optional[datetime]:
@@ -246,7 +263,7 @@ def formatExecutionResult(
     import yaml
 
     transforms = transforms or {}
-    if not attributes or "all" in attributes:
+    if wantsAll(attributes):
         attributes = sorted(doc.keys())
     lines = []
     for attribute in attributes:
@@ -355,18 +372,9 @@ def formatTable(
     into nested values), fitted to C{termWidth} unless C{widths} is given.
     """
     transforms = transforms or {}
-    if not attributes or "all" in attributes:
+    if wantsAll(attributes):
         attributes = sorted(entries[0].keys()) if entries else []
-    rows = []
-    for entry in entries:
-        row = []
-        for attribute in attributes:
-            value = getValue(entry, attribute)
-            transform = transforms.get(attribute)
-            if transform is not None:
-                value = transform(value)
-            row.append(cellText(value))
-        rows.append(row)
+    rows = [[cellText(_transformed(entry, attribute, transforms)) for attribute in attributes] for entry in entries]
     natural = []
     for index, attribute in enumerate(attributes):
         longest = max((visibleLength(line) for row in rows for line in row[index].split("\n")), default=0)
@@ -384,7 +392,7 @@ def formatTable(
 def formatPropertyTable(
     doc: Mapping[str, Any],
     attributes: Optional[Sequence[str]] = None,
-    order: Sequence[str] = ("id", "name", "pack", "description"),
+    order: Sequence[str] = PROPERTY_ORDER,
     transforms: Optional[Mapping[str, Transform]] = None,
     termWidth: int = 80,
 ) -> str:
@@ -393,20 +401,14 @@ def formatPropertyTable(
     4-space JSON, empty values blank, C{order} names first.
     """
     transforms = transforms or {}
-    if not attributes or "all" in attributes:
-        names = sorted(doc.keys())
-    else:
-        names = list(attributes)
+    names = sorted(doc.keys()) if wantsAll(attributes) else list(attributes)
     for name in reversed(list(order)):
         if name in names:
             names.remove(name)
             names.insert(0, name)
     rows = []
     for name in names:
-        value = getValue(doc, name)
-        transform = transforms.get(name)
-        if transform is not None:
-            value = transform(value)
+        value = _transformed(doc, name, transforms)
         if value is None or (isinstance(value, (dict, list, str)) and len(value) == 0):
             text = ""
         elif isinstance(value, (dict, list)):
@@ -421,7 +423,7 @@ def formatPropertyTable(
     return renderTable(["Property", "Value"], rows, [propWidth, valueWidth])
 
 
-def noteBox(entity: str, limit: int, tableWidth: int = 0) -> str:
+def noteBox(entity: str, limit: int) -> str:
     """
     The box st2 prints when more rows exist than C{-n} allowed.
     """
@@ -429,5 +431,4 @@ def noteBox(entity: str, limit: int, tableWidth: int = 0) -> str:
         message = f"Note: Only one {entity[:-1]} is displayed. Use -n/--last flag for more results."
     else:
         message = f"Note: Only first {limit} {entity} are displayed. Use -n/--last flag for more results."
-    width = max(len(message), tableWidth - 4)
-    return renderTable([""], [[message]], [width], showHeader=False)
+    return renderTable([""], [[message]], [len(message)], showHeader=False)
