@@ -115,12 +115,16 @@ def _parseBool(section: str, option: str, raw: str, path: str) -> bool:
     raise ConfigError(f'Config "{path}": [{section}] {option} must be true or false, got "{raw}"')
 
 
+def _defaults() -> Dict[str, Dict[str, Any]]:
+    return {s: dict(v) for s, v in CONFIG_DEFAULTS.items()}
+
+
 def readConfigFile(path: str, mustExist: bool) -> Dict[str, Dict[str, Any]]:
     """
     Parse the ini file into typed values; unknown sections and options are
     ignored as st2 does, defaults from L{CONFIG_DEFAULTS} are filled in.
     """
-    result: Dict[str, Dict[str, Any]] = {s: dict(v) for s, v in CONFIG_DEFAULTS.items()}
+    result = _defaults()
     if not os.path.isfile(path):
         if mustExist:
             raise ConfigError(f'Config "{path}" not found')
@@ -169,10 +173,15 @@ class Settings:
     configPath: str
     configDir: str
     skipConfig: bool
-    #: a token or API key came from a flag or the environment: no automatic login
-    credentialsGiven: bool
     #: where the API key came from ("flag", "config", "env") for messages
     apiKeySource: Optional[str] = None
+
+    @property
+    def credentialsGiven(self) -> bool:
+        """
+        A token or API key was given: no automatic login.
+        """
+        return bool(self.token or self.apiKey)
 
 
 def _first(*values: Optional[str]) -> Optional[str]:
@@ -193,10 +202,7 @@ def resolveSettings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Set
     skipEnv = envValue(environ, "CLI_SKIP_CONFIG")
     skipConfig = bool(flags.get("skip_config")) or (skipEnv not in (None, "0", "false", "False"))
     path, explicit = configFilePath(flags.get("config_file"), environ)
-    if skipConfig:
-        config: Dict[str, Dict[str, Any]] = {s: dict(v) for s, v in CONFIG_DEFAULTS.items()}
-    else:
-        config = readConfigFile(path, mustExist=explicit)
+    config = _defaults() if skipConfig else readConfigFile(path, mustExist=explicit)
 
     def conf(section: str, option: str) -> Any:
         return config.get(section, {}).get(option)
@@ -236,7 +242,6 @@ def resolveSettings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         configPath=path,
         configDir=configDirectory(environ),
         skipConfig=skipConfig,
-        credentialsGiven=bool(token or apiKey),
         apiKeySource=apiKeySource,
     )
 
@@ -273,7 +278,6 @@ def cachedTokenPath(configDir: str, username: str) -> str:
 class CachedToken:
     token: str
     expireTimestamp: int
-    path: str
     #: set when the file is readable by others (st2 only warns)
     permissiveMode: Optional[str] = None
 
@@ -301,12 +305,12 @@ def readCachedToken(path: str, now: Optional[float] = None) -> Optional[CachedTo
     now = time.time() if now is None else now
     if expire - TOKEN_EXPIRATION_GRACE_PERIOD_SECONDS < now:
         return None
-    return CachedToken(token=token, expireTimestamp=expire, path=path, permissiveMode=permissive)
+    return CachedToken(token=token, expireTimestamp=expire, permissiveMode=permissive)
 
 
-def ensureConfigDirectory(configDir: str) -> None:
-    if not os.path.isdir(configDir):
-        os.makedirs(configDir, mode=0o700, exist_ok=True)
+def _ensurePrivateDirectory(directory: str) -> None:
+    if directory and not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
 
 
 def writeCachedToken(configDir: str, username: str, token: str, expireTimestamp: int) -> str:
@@ -316,7 +320,7 @@ def writeCachedToken(configDir: str, username: str, token: str, expireTimestamp:
     The file is created with mode 0600 in one step (never open-then-chmod)
     and an existing file is narrowed to 0600 before the token is written.
     """
-    ensureConfigDirectory(configDir)
+    _ensurePrivateDirectory(configDir)
     path = cachedTokenPath(configDir, username)
     data = json.dumps({"token": token, "expire_timestamp": int(expireTimestamp)})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -347,9 +351,7 @@ def saveLoginCredentials(configPath: str, username: str, password: Optional[str]
         parser.set("credentials", "password", password)
     else:
         parser.remove_option("credentials", "password")
-    directory = os.path.dirname(configPath)
-    if directory and not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+    _ensurePrivateDirectory(os.path.dirname(configPath))
     fd = os.open(configPath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         parser.write(f)

@@ -17,15 +17,6 @@ class CLIError(Exception):
 
     exitCode = 1
 
-    def __init__(self, message: str, exitCode: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if exitCode is not None:
-            self.exitCode = exitCode
-
-    def __str__(self) -> str:
-        return self.message
-
 
 class OperationFailed(CLIError):
     """
@@ -34,13 +25,3 @@ class OperationFailed(CLIError):
     """
 
     exitCode = 2
-
-    def __init__(self, message: str, printed: bool = True) -> None:
-        super().__init__(message)
-        self.printed = printed
-
-
-class ResourceNotFound(CLIError):
-    """
-    A lookup answered 404 where st2 treats that as "no such resource".
-    """

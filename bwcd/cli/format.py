@@ -72,7 +72,7 @@ def _transformed(doc: Any, path: str, transforms: Mapping[str, Transform]) -> An
     return value if transform is None else transform(value)
 
 
-def wantsAll(attributes: Optional[Sequence[str]]) -> bool:
+def _wantsAll(attributes: Optional[Sequence[str]]) -> bool:
     """
     st2's C{-a}: no attributes, or C{all} among them, means every one.
     """
@@ -85,7 +85,7 @@ def selectAttributes(doc: Mapping[str, Any], attributes: Optional[Sequence[str]]
     nesting, as st2's jsutil.get_kvps); everything when C{attributes} is
     empty or contains C{all}.
     """
-    if wantsAll(attributes):
+    if _wantsAll(attributes):
         return dict(doc)
     result: Dict[str, Any] = {}
     for attribute in attributes:
@@ -263,7 +263,7 @@ def formatExecutionResult(
     import yaml
 
     transforms = transforms or {}
-    if wantsAll(attributes):
+    if _wantsAll(attributes):
         attributes = sorted(doc.keys())
     lines = []
     for attribute in attributes:
@@ -372,7 +372,7 @@ def formatTable(
     into nested values), fitted to C{termWidth} unless C{widths} is given.
     """
     transforms = transforms or {}
-    if wantsAll(attributes):
+    if _wantsAll(attributes):
         attributes = sorted(entries[0].keys()) if entries else []
     rows = [[cellText(_transformed(entry, attribute, transforms)) for attribute in attributes] for entry in entries]
     natural = []
@@ -401,7 +401,7 @@ def formatPropertyTable(
     4-space JSON, empty values blank, C{order} names first.
     """
     transforms = transforms or {}
-    names = sorted(doc.keys()) if wantsAll(attributes) else list(attributes)
+    names = sorted(doc.keys()) if _wantsAll(attributes) else list(attributes)
     for name in reversed(list(order)):
         if name in names:
             names.remove(name)

@@ -89,9 +89,7 @@ class HTTPError(CLIError):
 
     def __init__(self, response: Response) -> None:
         self.response = response
-        self.code = response.code
-        self.fault = response.faultstring()
-        super().__init__(formatHTTPError(response.code, response.phrase, response.url, self.fault))
+        super().__init__(formatHTTPError(response.code, response.phrase, response.url, response.faultstring()))
 
 
 class ConnectionFailed(CLIError):
@@ -100,9 +98,6 @@ class ConnectionFailed(CLIError):
     """
 
     def __init__(self, url: str, reason: str, service: str = "api") -> None:
-        self.url = url
-        self.reason = reason
-        self.service = service
         hint = SERVICE_HINTS.get(service, SERVICE_HINTS["api"])
         super().__init__(f"Unable to connect to {url} ({reason}). Is bwcd running and reachable there? {hint}.")
 
@@ -161,8 +156,7 @@ def describeFailure(error: BaseException) -> str:
     if isinstance(error, ierror.ConnectionLost):
         return "connection lost"
     if isinstance(error, ierror.ConnectError):
-        text = str(error.osError or "") if getattr(error, "osError", None) else ""
-        return text or error.__class__.__name__
+        return str(getattr(error, "osError", None) or "") or error.__class__.__name__
     try:
         from OpenSSL import SSL
 
@@ -267,8 +261,6 @@ class CLIHTTPClient:
                 reactor=self.reactor,
             )
             content = await raw.content()
-        except CLIError:
-            raise
         except Exception as e:
             raise ConnectionFailed(url, describeFailure(e), service)
         responseHeaders = {k.decode("latin-1").lower(): [v.decode("latin-1") for v in vs] for k, vs in raw.headers.getAllRawHeaders()}

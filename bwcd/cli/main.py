@@ -109,8 +109,6 @@ async def runCommand(
         code = await args.handler(session, args)
         return int(code or 0)
     except OperationFailed as e:
-        if not e.printed:
-            out.write(f"ERROR: {e}\n")
         return e.exitCode
     except CLIError as e:
         out.write(f"ERROR: {e}\n")

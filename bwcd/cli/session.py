@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import sys
 import time
 from typing import IO, Any, Callable, List, Mapping, Optional, Tuple
@@ -25,7 +27,7 @@ from bwcd.cli.config import (
     writeCachedToken,
 )
 from bwcd.cli.errors import CLIError
-from bwcd.cli.http import CLIHTTPClient, HTTPError, Response
+from bwcd.cli.http import CLIHTTPClient, HTTPError, Response, formatHTTPError
 
 
 class LoginFailed(CLIError):
@@ -34,7 +36,6 @@ class LoginFailed(CLIError):
     """
 
     def __init__(self, username: str, fault: str, detail: str) -> None:
-        self.username = username
         self.fault = fault
         self.detail = detail
         super().__init__(f"Failed to log in as {username}: {fault} ({detail})")
@@ -78,7 +79,6 @@ class Session:
         self.clock = clock
         self.color = color
         self.token: Optional[str] = settings.token
-        self.apiKey: Optional[str] = settings.apiKey
 
     # -- output ------------------------------------------------------------
 
@@ -103,11 +103,12 @@ class Session:
 
     def credentialHeaders(self) -> List[Tuple[str, str]]:
         headers = []
+        apiKey = self.settings.apiKey
         if self.token:
             headers.append(("X-Auth-Token", self.token))
-        if self.apiKey:
-            headers.append(("St2-Api-Key", self.apiKey))
-        if self.settings.basicAuth and not self.token and not self.apiKey:
+        if apiKey:
+            headers.append(("St2-Api-Key", apiKey))
+        if self.settings.basicAuth and not self.token and not apiKey:
             user, _, password = self.settings.basicAuth.partition(":")
             headers.append(("Authorization", basicAuthorization(user, password)))
         return headers
@@ -124,8 +125,7 @@ class Session:
         response = await self.http.request("POST", url, headers, body, service="auth")
         if response.code >= 400:
             fault = response.faultstring() or response.phrase
-            kind = "Client" if response.code < 500 else "Server"
-            raise LoginFailed(username, fault, f"{response.code} {kind} Error: {response.phrase} for url: {url}")
+            raise LoginFailed(username, fault, formatHTTPError(response.code, response.phrase, url, None))
         try:
             doc = response.json()
             doc["token"], doc["expiry"]
@@ -133,21 +133,22 @@ class Session:
             raise CLIError(f"The auth service at {url} answered {response.code} without a token document")
         return doc
 
-    def cacheToken(self, doc: Mapping[str, Any]) -> Optional[str]:
+    def cacheToken(self, doc: Mapping[str, Any]) -> None:
         """
-        Store a token document in the cache; the path, or None when the
-        expiry cannot be read (the token is still used for this run).
+        Store a token document in the cache; a failure is only a warning
+        (the token is still used for this run).
         """
         try:
             expire = expiryToTimestamp(str(doc["expiry"]))
         except ValueError:
             self.warn(f'Warning: token expiry "{doc.get("expiry")}" is not a timestamp; the token was not cached')
-            return None
+            return
         try:
-            return writeCachedToken(self.settings.configDir, str(doc["user"]), str(doc["token"]), expire)
+            path = writeCachedToken(self.settings.configDir, str(doc["user"]), str(doc["token"]), expire)
         except OSError as e:
             self.warn(f"Warning: unable to cache the token in {self.settings.configDir}: {e.strerror}")
-            return None
+            return
+        self.debug(f'Token has been cached in "{path}"')
 
     async def authenticate(self) -> None:
         """
@@ -182,9 +183,7 @@ class Session:
         except LoginFailed as e:
             raise CLIError(f"Failed to authenticate as {username} with the credentials in {settings.configPath}: {e.fault} ({e.detail})")
         if settings.cacheToken:
-            path = self.cacheToken(doc)
-            if path:
-                self.debug(f'Token has been cached in "{path}"')
+            self.cacheToken(doc)
         self.token = str(doc["token"])
 
     # -- API calls ---------------------------------------------------------
@@ -257,9 +256,6 @@ def terminalWidth() -> int:
     C{COLUMNS}, else the width of the terminal on stdout, stderr or stdin
     (so C{bwc rule list | less} still fits), else st2's default of 150.
     """
-    import os
-    import shutil
-
     size = shutil.get_terminal_size((0, 0)).columns
     if size > 0:
         return size
@@ -272,8 +268,6 @@ def terminalWidth() -> int:
 
 
 def stdoutIsColorTerminal(stream: IO[str] = sys.stdout) -> bool:
-    import os
-
     if os.environ.get("ST2_COLORIZE") or os.environ.get("NO_COLOR"):
         return False
     term = os.environ.get("TERM", "")

@@ -12,27 +12,32 @@ print an execution are shared with C{execution re-run|get|tail}.
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import textwrap
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from bwcd.cli import format as fmt
 from bwcd.cli.args import inheritedEnvironment, parseRunArguments
 from bwcd.cli.commands.common import (
+    Resource,
+    addAttrOption,
     addBranch,
     addCommand,
     addListOptions,
+    copyFilters,
     executionTransforms,
-    notFound,
+    fetchList,
+    fetchResource,
     printDocument,
-    printProperties,
     printTable,
     requireDict,
-    requireList,
+    showResource,
+    structured,
     withElapsed,
 )
 from bwcd.cli.errors import CLIError
-from bwcd.cli.session import quotePath
+from bwcd.cli.session import terminalWidth
 
 RUN_DISPLAY_ATTRIBUTES = ["id", "action.ref", "context.user", "parameters", "status", "start_timestamp", "end_timestamp", "result"]
 
@@ -43,35 +48,41 @@ PENDING_STATUSES = ("requested", "scheduled", "running", "canceling")
 FIRST_POLL_INTERVAL = 0.25
 MAX_POLL_INTERVAL = 2.0
 
-ACTION_GET_ORDER = ("id", "uid", "ref", "pack", "name", "description", "enabled", "entry_point", "runner_type", "parameters")
+ACTIONS = Resource(
+    "/actions", "Action", "action {}", ("id", "uid", "ref", "pack", "name", "description", "enabled", "entry_point", "runner_type", "parameters")
+)
 
-
-async def fetchAction(session, ref: str) -> Optional[Dict[str, Any]]:
-    doc = await session.getOrNone(f"/actions/{quotePath(ref)}")
-    return requireDict(doc, f"action {ref}") if doc is not None else None
+EXECUTIONS = Resource("/executions", "Execution", "execution")
 
 
 async def fetchRunner(session, name: str) -> Optional[Dict[str, Any]]:
-    runners = requireList(await session.getJSON("/runnertypes/", params={"name": name}), "runnertypes")
+    runners, _ = await fetchList(session, "/runnertypes/", "runnertypes", {"name": name})
     for runner in runners:
         if isinstance(runner, dict) and runner.get("name") == name:
             return runner
     return runners[0] if runners and isinstance(runners[0], dict) else None
 
 
-async def fetchActionAndRunner(session, ref: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    action = await fetchAction(session, ref)
+async def runParameters(session, ref: str, arguments: Sequence[str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """
+    The action and the parameters made of its run C{arguments}, cast by the
+    types the action and its runner declare.
+    """
+    action = await fetchResource(session, ACTIONS, ref)
     if action is None:
         raise CLIError(f'Action "{ref}" cannot be found.')
     runnerName = str(action.get("runner_type") or "")
     runner = await fetchRunner(session, runnerName)
     if runner is None:
         raise CLIError(f'Runner type "{runnerName}" for action "{ref}" cannot be found.')
-    return action, runner
+    return action, parseRunArguments(arguments, action.get("parameters") or {}, runner.get("runner_parameters") or {})
 
 
-def structuredOutput(args) -> bool:
-    return bool(getattr(args, "json", False) or getattr(args, "yaml", False))
+async def readExecution(session, executionId: str) -> Dict[str, Any]:
+    """
+    The execution as it is now; it was just started or found, so a 404 is an error.
+    """
+    return requireDict(await session.getJSON(EXECUTIONS.at(executionId)), "execution")
 
 
 async def waitForExecution(session, execution: Mapping[str, Any], showProgress: bool) -> Dict[str, Any]:
@@ -86,7 +97,7 @@ async def waitForExecution(session, execution: Mapping[str, Any], showProgress: 
         if showProgress:
             session.out.write(".")
             session.out.flush()
-        current = requireDict(await session.getJSON(f"/executions/{quotePath(str(current['id']))}"), "execution")
+        current = await readExecution(session, str(current["id"]))
     if showProgress:
         session.out.write("\n")
         session.out.flush()
@@ -105,11 +116,10 @@ async def tailExecution(session, executionId: str, outputType: Optional[str] = N
     endsWithNewline = True
     outputSupported = True
     delay = FIRST_POLL_INTERVAL
-    path = f"/executions/{quotePath(executionId)}"
     while True:
-        execution = requireDict(await session.getJSON(path), "execution")
+        execution = await readExecution(session, executionId)
         if outputSupported:
-            response = await session.api("GET", path + "/output", params={"output_type": outputType}, allow=(404,))
+            response = await session.api("GET", EXECUTIONS.at(executionId) + "/output", params={"output_type": outputType}, allow=(404,))
             if response.code == 404:
                 outputSupported = False
                 session.warn("Warning: the server does not provide execution output; waiting for the result instead.")
@@ -139,38 +149,24 @@ def printExecution(session, args, execution: Mapping[str, Any], attributes) -> N
     st2's execution view: C{-k} one result key, C{-d} a property table,
     otherwise C{attr: value} lines with the result as YAML.
     """
-    key = getattr(args, "key", None)
-    transforms = executionTransforms(session)
+    key = args.key
     if key:
-        if structuredOutput(args):
+        if structured(args):
             printDocument(session, args, execution, [f"result.{key}"], lambda: "")
             return
         value = fmt.getValue(execution.get("result") if isinstance(execution.get("result"), dict) else {}, key)
         if isinstance(value, (dict, list)):
-            import json
-
             session.write(json.dumps(value, indent=4, sort_keys=True))
         else:
             session.write("" if value is None else str(value))
         return
-    if getattr(args, "detail", False):
-        shown = withElapsed(session, execution)
-        printDocument(
-            session,
-            args,
-            execution,
-            RUN_DISPLAY_ATTRIBUTES,
-            lambda: fmt.formatPropertyTable(shown, RUN_DISPLAY_ATTRIBUTES, RUN_DISPLAY_ATTRIBUTES, transforms, termWidth=_width()),
-        )
-        return
     shown = withElapsed(session, execution)
-    printDocument(session, args, execution, attributes, lambda: fmt.formatExecutionResult(shown, attributes, transforms, color=session.color))
-
-
-def _width() -> int:
-    from bwcd.cli.session import terminalWidth
-
-    return terminalWidth()
+    transforms = executionTransforms(session)
+    if args.detail:
+        attributes = RUN_DISPLAY_ATTRIBUTES
+        printDocument(session, args, execution, attributes, lambda: fmt.formatPropertyTable(shown, attributes, attributes, transforms, termWidth=terminalWidth()))
+    else:
+        printDocument(session, args, execution, attributes, lambda: fmt.formatExecutionResult(shown, attributes, transforms, color=session.color))
 
 
 async def followExecution(session, args, execution: Dict[str, Any]) -> int:
@@ -179,24 +175,23 @@ async def followExecution(session, args, execution: Dict[str, Any]) -> int:
     print; the exit code is 1 only for C{failed}.
     """
     executionId = str(execution.get("id"))
-    prog = getattr(args, "prog", "bwc")
-    if getattr(args, "action_async", False):
-        if structuredOutput(args):
+    if args.action_async:
+        if structured(args):
             printDocument(session, args, execution, None, lambda: "")
         else:
-            session.write(f"To get the results, execute:\n {prog} execution get {executionId}")
-            session.write(f"\nTo view output in real-time, execute:\n {prog} execution tail {executionId}")
+            session.write(f"To get the results, execute:\n {session.prog} execution get {executionId}")
+            session.write(f"\nTo view output in real-time, execute:\n {session.prog} execution tail {executionId}")
         return 0
-    if getattr(args, "tail", False):
+    if args.tail:
         session.write(f'Tailing execution "{executionId}"')
         await tailExecution(session, executionId)
-        execution = requireDict(await session.getJSON(f"/executions/{quotePath(executionId)}"), "execution")
+        execution = await readExecution(session, executionId)
         session.write("")
     else:
         # under --debug the request blocks already show progress, and dots would break their lines
-        showProgress = not structuredOutput(args) and not session.settings.debug
+        showProgress = not structured(args) and not session.settings.debug
         execution = await waitForExecution(session, execution, showProgress=showProgress)
-    printExecution(session, args, execution, getattr(args, "attr", None) or RUN_DISPLAY_ATTRIBUTES)
+    printExecution(session, args, execution, args.attr)
     return 1 if execution.get("status") == "failed" else 0
 
 
@@ -251,9 +246,9 @@ def _paramHelp(name: str, spec: Mapping[str, Any]):
 async def run(session, args) -> int:
     if args.help:
         if args.ref_or_id:
-            action = await fetchAction(session, args.ref_or_id)
+            action = await fetchResource(session, ACTIONS, args.ref_or_id)
             if action is None:
-                session.write(f'Action "{args.ref_or_id}" is not found. Do "{args.prog} action list" to see list of available actions.')
+                session.write(f'Action "{args.ref_or_id}" is not found. Do "{session.prog} action list" to see list of available actions.')
                 return 0
             runner = await fetchRunner(session, str(action.get("runner_type") or "")) or {}
             session.write(actionHelp(action, runner))
@@ -262,8 +257,7 @@ async def run(session, args) -> int:
         return 0
     if not args.ref_or_id:
         raise CLIError("the following arguments are required: ref-or-id")
-    action, runner = await fetchActionAndRunner(session, args.ref_or_id)
-    parameters = parseRunArguments(args.parameters or [], action.get("parameters") or {}, runner.get("runner_parameters") or {})
+    action, parameters = await runParameters(session, args.ref_or_id, args.parameters)
     if args.inherit_env:
         parameters["env"] = inheritedEnvironment(os.environ)
     body: Dict[str, Any] = {"action": action.get("ref") or args.ref_or_id, "user": args.user, "parameters": parameters}
@@ -280,7 +274,7 @@ async def run(session, args) -> int:
     return await followExecution(session, args, execution)
 
 
-def addRunOptions(parser, detailAttributes=RUN_DISPLAY_ATTRIBUTES) -> None:
+def addRunOptions(parser) -> None:
     """
     The options shared by C{run}, C{action execute} and C{execution re-run}.
     """
@@ -289,9 +283,7 @@ def addRunOptions(parser, detailAttributes=RUN_DISPLAY_ATTRIBUTES) -> None:
     parser.add_argument("--delay", type=int, default=None, help="How long (in milliseconds) to delay the execution before scheduling.")
     parser.add_argument("-d", "--detail", action="store_true", help="Display full detail of the execution in table format.")
     parser.add_argument("-k", "--key", help="If result is type of JSON, then print specific key-value pair; dot notation for nested JSON is supported.")
-    parser.add_argument(
-        "--attr", nargs="+", default=list(detailAttributes), help='List of attributes to include in the output. "all" or unspecified will return all attributes.'
-    )
+    addAttrOption(parser, RUN_DISPLAY_ATTRIBUTES, flags=("--attr",))
 
 
 def registerRun(subparsers, name: str, help: str) -> None:
@@ -308,18 +300,13 @@ def registerRun(subparsers, name: str, help: str) -> None:
 
 
 async def actionList(session, args) -> int:
-    params = {"pack": args.pack} if args.pack else None
-    actions = requireList(await session.getJSON("/actions", params=params), "actions")
+    actions, _ = await fetchList(session, "/actions", "actions", copyFilters({}, args, ("pack",)))
     printTable(session, args, actions, args.attr)
     return 0
 
 
 async def actionGet(session, args) -> int:
-    action = await fetchAction(session, args.ref_or_id)
-    if action is None:
-        raise notFound(session, "Action", args.ref_or_id)
-    printProperties(session, args, action, args.attr, order=ACTION_GET_ORDER)
-    return 0
+    return await showResource(session, args, ACTIONS, args.ref_or_id)
 
 
 def register(subparsers) -> None:
@@ -330,5 +317,5 @@ def register(subparsers) -> None:
     parser.add_argument("-p", "--pack", type=str, help="Only return resources belonging to the provided pack")
     parser = addCommand(branch, "get", "Get individual action.", actionGet)
     parser.add_argument("ref_or_id", metavar="ref-or-id", help="Reference or ID of the action.")
-    parser.add_argument("-a", "--attr", nargs="+", default=["all"], help='List of attributes to include in the output. "all" or unspecified will return all attributes.')
+    addAttrOption(parser)
     registerRun(branch, "execute", "Invoke an action manually.")

@@ -12,45 +12,38 @@ import json
 from typing import Any, Dict
 
 from bwcd.cli.commands.common import (
+    Resource,
+    addAttrOption,
     addBranch,
     addCommand,
     addListOptions,
-    deleted,
-    notFound,
+    copyFilters,
+    createResource,
+    deleteResource,
+    failureReported,
+    fetchList,
     printProperties,
     printTable,
-    requireDict,
-    requireList,
+    setEnabled,
+    showResource,
 )
-from bwcd.cli.errors import CLIError, OperationFailed
-from bwcd.cli.session import quotePath
+from bwcd.cli.errors import CLIError
 
 LIST_ATTRIBUTES = ["id", "user", "metadata"]
-GET_ORDER = ("id", "user", "metadata")
-
-
-async def fetchKey(session, keyOrId: str):
-    doc = await session.getOrNone(f"/apikeys/{quotePath(keyOrId)}")
-    return requireDict(doc, "API key") if doc is not None else None
+APIKEYS = Resource("/apikeys", "API Key", "API key", ("id", "user", "metadata"))
 
 
 async def apikeyList(session, args) -> int:
-    params: Dict[str, Any] = {}
-    if args.user:
-        params["user"] = args.user
+    params = copyFilters({}, args, ("user",))
     if args.show_secrets:
         params["show_secrets"] = "true"
-    keys = requireList(await session.getJSON("/apikeys", params=params or None), "apikeys")
+    keys, _ = await fetchList(session, "/apikeys", "apikeys", params)
     printTable(session, args, keys, ["all"] if args.detail else args.attr)
     return 0
 
 
 async def apikeyGet(session, args) -> int:
-    doc = await fetchKey(session, args.key_or_id)
-    if doc is None:
-        raise notFound(session, "API Key", args.key_or_id)
-    printProperties(session, args, doc, args.attr, order=GET_ORDER)
-    return 0
+    return await showResource(session, args, APIKEYS, args.key_or_id)
 
 
 def _metadata(text: str) -> Any:
@@ -66,44 +59,29 @@ async def apikeyCreate(session, args) -> int:
         data["user"] = args.user
     if args.metadata:
         data["metadata"] = _metadata(args.metadata)
-    try:
-        doc = requireDict(await session.sendJSON("POST", "/apikeys", data), "POST /apikeys")
-    except CLIError as e:
-        session.write(f"ERROR: {e}")
-        raise OperationFailed(str(e))
+    with failureReported(session):
+        doc = await createResource(session, APIKEYS, data)
     if args.only_key:
         session.write(str(doc.get("key")))
     else:
-        printProperties(session, args, doc, ["all"], order=GET_ORDER)
+        printProperties(session, args, doc, ["all"], order=APIKEYS.order)
     return 0
 
 
-async def _setEnabled(session, args, enabled: bool) -> int:
-    doc = await fetchKey(session, args.key_or_id)
-    if doc is None:
-        raise notFound(session, "API Key", args.key_or_id)
-    data = {k: doc[k] for k in ("id", "user", "metadata") if k in doc}
-    data["enabled"] = enabled
-    updated = requireDict(await session.sendJSON("PUT", f"/apikeys/{quotePath(str(doc['id']))}", data), "PUT /apikeys")
-    printProperties(session, args, updated, ["all"], order=GET_ORDER)
-    return 0
+def _editable(doc: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: doc[k] for k in ("id", "user", "metadata") if k in doc}
 
 
 async def apikeyEnable(session, args) -> int:
-    return await _setEnabled(session, args, True)
+    return await setEnabled(session, args, APIKEYS, args.key_or_id, True, _editable)
 
 
 async def apikeyDisable(session, args) -> int:
-    return await _setEnabled(session, args, False)
+    return await setEnabled(session, args, APIKEYS, args.key_or_id, False, _editable)
 
 
 async def apikeyDelete(session, args) -> int:
-    doc = await fetchKey(session, args.key_or_id)
-    if doc is None:
-        raise notFound(session, "API Key", args.key_or_id)
-    await session.api("DELETE", f"/apikeys/{quotePath(str(doc['id']))}", allow=(404,))
-    deleted(session, args.key_or_id)
-    return 0
+    return await deleteResource(session, APIKEYS, args.key_or_id)
 
 
 def _keyArgument(parser) -> None:
@@ -121,7 +99,7 @@ def register(subparsers) -> None:
 
     parser = addCommand(branch, "get", "Get individual API key.", apikeyGet)
     _keyArgument(parser)
-    parser.add_argument("-a", "--attr", nargs="+", default=["all"], help='List of attributes to include in the output. "all" or unspecified will return all attributes.')
+    addAttrOption(parser)
 
     parser = addCommand(branch, "create", "Create a new API key.", apikeyCreate)
     parser.add_argument("-u", "--user", type=str, default="", help="User for which to create API Keys.")
@@ -133,5 +111,4 @@ def register(subparsers) -> None:
         ("disable", "Disable an existing API key.", apikeyDisable),
         ("delete", "Delete an existing API key.", apikeyDelete),
     ):
-        parser = addCommand(branch, name, help, handler)
-        _keyArgument(parser)
+        _keyArgument(addCommand(branch, name, help, handler))

@@ -27,23 +27,20 @@ def _password(args) -> str:
 async def login(session, args) -> int:
     password = _password(args)
     doc = await session.createToken(args.username, password, args.ttl)
-    path = session.cacheToken(doc)
-    if path:
-        session.debug(f'Token has been cached in "{path}"')
+    session.cacheToken(doc)
     try:
         saveLoginCredentials(session.settings.configPath, args.username, password if args.write_password else None)
     except OSError as e:
         raise CLIError(f'Failed to log in as {args.username}: cannot write the config file "{session.settings.configPath}": {e.strerror}')
     session.write(f"Logged in as {args.username}")
     if not args.write_password:
-        prog = args.prog
         session.write("")
         session.write(
             "Note: You didn't use --write-password option so the password hasn't been stored in the client config "
             "and you will need to login again in 24 hours when the auth token expires."
         )
         session.write(
-            f'As an alternative, you can run {prog} login command with the "--write-password" flag, but keep it mind '
+            f'As an alternative, you can run {session.prog} login command with the "--write-password" flag, but keep it mind '
             f"this will cause it to store the password in plain-text in the client config file ({session.settings.configPath})."
         )
     return 0
@@ -59,21 +56,24 @@ async def auth(session, args) -> int:
     return 0
 
 
+def _credentialArguments(parser) -> None:
+    parser.add_argument("username", help="Name of the user to authenticate.")
+    parser.add_argument("-p", "--password", dest="password", help="Password for the user. If password is not provided, it will be prompted for.")
+    parser.add_argument(
+        "-l", "--ttl", type=int, dest="ttl", default=None, help="The life span of the token in seconds. Max TTL configured by the admin supersedes this."
+    )
+
+
 def register(subparsers) -> None:
     parser = addCommand(
         subparsers,
         "login",
         "Authenticate user, acquire access token, and update CLI config directory",
         login,
-        needsAuth=False,
         auth=False,
         output=False,
     )
-    parser.add_argument("username", help="Name of the user to authenticate.")
-    parser.add_argument("-p", "--password", dest="password", help="Password for the user. If password is not provided, it will be prompted for.")
-    parser.add_argument(
-        "-l", "--ttl", type=int, dest="ttl", default=None, help="The life span of the token in seconds. Max TTL configured by the admin supersedes this."
-    )
+    _credentialArguments(parser)
     parser.add_argument(
         "-w",
         "--write-password",
@@ -83,12 +83,8 @@ def register(subparsers) -> None:
         help="Write the password in plain text to the config file (default is to omit it)",
     )
 
-    parser = addCommand(subparsers, "auth", "Authenticate user and acquire access token.", auth, needsAuth=False, auth=False)
-    parser.add_argument("username", help="Name of the user to authenticate.")
-    parser.add_argument("-p", "--password", dest="password", help="Password for the user. If password is not provided, it will be prompted for.")
-    parser.add_argument(
-        "-l", "--ttl", type=int, dest="ttl", default=None, help="The life span of the token in seconds. Max TTL configured by the admin supersedes this."
-    )
+    parser = addCommand(subparsers, "auth", "Authenticate user and acquire access token.", auth, auth=False)
+    _credentialArguments(parser)
     parser.add_argument(
         "-t", "--only-token", action="store_true", dest="only_token", default=False, help="On successful authentication, print only token to the console."
     )

@@ -8,74 +8,59 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from bwcd.cli import format as fmt
-from bwcd.cli.args import parseRunArguments
 from bwcd.cli.commands.action import (
+    EXECUTIONS,
     addRunOptions,
-    fetchActionAndRunner,
     followExecution,
     printExecution,
+    runParameters,
     tailExecution,
 )
 from bwcd.cli.commands.common import (
+    addAttrOption,
     addBranch,
     addCommand,
     addListOptions,
+    addTimestampFilters,
+    copyFilters,
     executionTransforms,
-    notFound,
-    printNoteBox,
-    printTable,
+    fetchList,
+    findResource,
+    printPage,
     requireDict,
-    requireList,
-    totalCount,
+    structured,
     withElapsed,
 )
 from bwcd.cli.errors import CLIError
-from bwcd.cli.session import quotePath
 
 LIST_ATTRIBUTES = ["id", "action.ref", "context.user", "status", "start_timestamp", "end_timestamp"]
 GET_ATTRIBUTES = ["id", "action.ref", "context.user", "parameters", "status", "start_timestamp", "end_timestamp", "log", "result"]
-
-
-async def fetchExecution(session, executionId: str):
-    doc = await session.getOrNone(f"/executions/{quotePath(executionId)}")
-    return requireDict(doc, "execution") if doc is not None else None
 
 
 async def executionList(session, args) -> int:
     params: Dict[str, Any] = {"limit": args.last}
     if not args.showall:
         params["parent"] = "null"
-    for name in ("action", "status", "user", "trigger_instance", "timestamp_gt", "timestamp_lt"):
-        value = getattr(args, name)
-        if value:
-            params[name] = value
+    copyFilters(params, args, ("action", "status", "user", "trigger_instance", "timestamp_gt", "timestamp_lt"))
     if args.sort_order in ("asc", "ascending"):
         params["sort_asc"] = "true"
-    response = await session.api("GET", "/executions", params=params)
-    from bwcd.cli.session import decodeJSON
-
-    executions = requireList(decodeJSON(response), "executions")
-    executions = list(reversed(executions))
-    if args.json or args.yaml:
-        printTable(session, args, executions, args.attr)
-        return 0
-    shown = [withElapsed(session, e) for e in executions]
-    printTable(session, args, shown, args.attr, executionTransforms(session))
-    printNoteBox(session, "action executions", args.last, totalCount(response))
+    executions, total = await fetchList(session, "/executions", "executions", params)
+    executions.reverse()
+    if not structured(args):
+        executions = [withElapsed(session, e) for e in executions]
+    printPage(session, args, executions, args.attr, "action executions", total, executionTransforms(session))
     return 0
 
 
 async def executionGet(session, args) -> int:
-    execution = await fetchExecution(session, args.id)
-    if execution is None:
-        raise notFound(session, "Execution", args.id)
-    printExecution(session, args, execution, args.attr or GET_ATTRIBUTES)
+    execution = await findResource(session, EXECUTIONS, args.id)
+    printExecution(session, args, execution, args.attr)
     return 0
 
 
 async def executionCancel(session, args) -> int:
     for executionId in args.ids:
-        response = await session.api("DELETE", f"/executions/{quotePath(executionId)}", allow=(404,))
+        response = await session.api("DELETE", EXECUTIONS.at(executionId), allow=(404,))
         if response.code == 404:
             session.write(f'Execution "{executionId}" is not found.')
             continue
@@ -95,16 +80,13 @@ async def executionCancel(session, args) -> int:
 
 
 async def executionReRun(session, args) -> int:
-    original = await fetchExecution(session, args.id)
-    if original is None:
-        raise notFound(session, "Execution", args.id)
+    original = await findResource(session, EXECUTIONS, args.id)
     ref = fmt.getValue(original, "action.ref")
     if not ref:
         raise CLIError(f"Execution {args.id} has no action reference")
     parameters: Dict[str, Any] = {}
     if args.parameters:
-        action, runner = await fetchActionAndRunner(session, str(ref))
-        parameters = parseRunArguments(args.parameters, action.get("parameters") or {}, runner.get("runner_parameters") or {})
+        _, parameters = await runParameters(session, str(ref), args.parameters)
     if args.tasks and parameters:
         raise CLIError("Parameters cannot be provided when re-running specific tasks.")
     body: Dict[str, Any] = {"parameters": parameters}
@@ -113,14 +95,12 @@ async def executionReRun(session, args) -> int:
         body["reset"] = [t for t in args.tasks if t not in (args.no_reset or [])]
     if args.delay:
         body["delay"] = args.delay
-    execution = requireDict(await session.sendJSON("POST", f"/executions/{quotePath(args.id)}/re_run", body), "re_run")
+    execution = requireDict(await session.sendJSON("POST", EXECUTIONS.at(args.id) + "/re_run", body), "re_run")
     return await followExecution(session, args, execution)
 
 
 async def executionTail(session, args) -> int:
-    execution = await fetchExecution(session, args.id)
-    if execution is None:
-        raise notFound(session, "Execution", args.id)
+    execution = await findResource(session, EXECUTIONS, args.id)
     await tailExecution(session, str(execution.get("id", args.id)), args.output_type)
     return 0
 
@@ -129,22 +109,20 @@ def register(subparsers) -> None:
     branch = addBranch(subparsers, "execution", "Action executions")
 
     parser = addCommand(branch, "list", "Get the list of the 50 most recent action executions.", executionList)
-    addListOptions(parser, LIST_ATTRIBUTES)
-    parser.add_argument("-n", "--last", type=int, dest="last", default=50, help="List N most recent action executions. Use -n -1 to fetch the full result set.")
+    addListOptions(parser, LIST_ATTRIBUTES, recent="action executions")
     parser.add_argument("-s", "--sort", type=str, dest="sort_order", default="descending", choices=["asc", "ascending", "desc", "descending"], help="Sort by start timestamp.")
     parser.add_argument("--action", help="Action reference to filter the list.")
     parser.add_argument("--status", help="Only return executions with the provided status.")
     parser.add_argument("--user", help="Only return executions created by the provided user.")
     parser.add_argument("--trigger_instance", "--trigger-instance", dest="trigger_instance", help="Trigger instance id to filter the list.")
-    parser.add_argument("-tg", "--timestamp-gt", dest="timestamp_gt", default=None, help="Only return executions with timestamp greater than the one provided (2000-01-01T12:00:00.000Z).")
-    parser.add_argument("-tl", "--timestamp-lt", dest="timestamp_lt", default=None, help="Only return executions with timestamp lower than the one provided (2000-01-01T12:00:00.000Z).")
+    addTimestampFilters(parser, "executions with timestamp")
     parser.add_argument("-l", "--showall", action="store_true", help="Show all executions, including child executions of workflows.")
 
     parser = addCommand(branch, "get", "Get individual action execution.", executionGet)
     parser.add_argument("id", help="ID of the action execution.")
     parser.add_argument("-d", "--detail", action="store_true", help="Display full detail of the execution in table format.")
     parser.add_argument("-k", "--key", help="If result is type of JSON, then print specific key-value pair; dot notation for nested JSON is supported.")
-    parser.add_argument("-a", "--attr", nargs="+", default=GET_ATTRIBUTES, help='List of attributes to include in the output. "all" or unspecified will return all attributes.')
+    addAttrOption(parser, GET_ATTRIBUTES)
 
     parser = addCommand(branch, "cancel", "Cancel action executions.", executionCancel)
     parser.add_argument("ids", nargs="+", metavar="id", help="ID of the action execution.")

@@ -12,130 +12,87 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from bwcd.cli.commands.common import (
+    Resource,
+    addAttrOption,
     addBranch,
     addCommand,
     addListOptions,
-    deleted,
+    copyFilters,
+    createResource,
+    deleteResource,
+    failureReported,
+    fetchList,
+    findResource,
     loadMetaFile,
-    notFound,
-    printNoteBox,
+    printPage,
     printProperties,
-    printTable,
-    requireDict,
-    requireList,
-    totalCount,
+    setEnabled,
+    showResource,
+    updateResource,
 )
-from bwcd.cli.errors import CLIError, OperationFailed
-from bwcd.cli.http import HTTPError
-from bwcd.cli.session import decodeJSON, quotePath
+from bwcd.cli.errors import CLIError
 
 LIST_ATTRIBUTES = ["ref", "pack", "description", "enabled"]
 IFTT_ATTRIBUTES = ["ref", "trigger.ref", "action.ref", "enabled"]
-GET_ORDER = ("id", "uid", "ref", "pack", "name", "description", "enabled")
-
-
-async def fetchRule(session, refOrId: str):
-    doc = await session.getOrNone(f"/rules/{quotePath(refOrId)}")
-    return requireDict(doc, "rule") if doc is not None else None
+RULES = Resource("/rules", "Rule", "rule", ("id", "uid", "ref", "pack", "name", "description", "enabled"))
 
 
 async def ruleList(session, args) -> int:
-    params: Dict[str, Any] = {"limit": args.last}
-    if args.pack:
-        params["pack"] = args.pack
-    if args.action:
-        params["action"] = args.action
-    if args.trigger:
-        params["trigger"] = args.trigger
+    params = copyFilters({"limit": args.last}, args, ("pack", "action", "trigger"))
     if args.enabled:
         params["enabled"] = "true"
     elif args.disabled:
         params["enabled"] = "false"
-    response = await session.api("GET", "/rules/", params=params)
-    rules = requireList(decodeJSON(response), "rules")
+    rules, total = await fetchList(session, "/rules/", "rules", params)
     attributes = IFTT_ATTRIBUTES if args.iftt and args.attr == LIST_ATTRIBUTES else args.attr
-    printTable(session, args, rules, attributes)
-    if not (args.json or args.yaml):
-        printNoteBox(session, "rules", args.last, totalCount(response))
+    printPage(session, args, rules, attributes, "rules", total)
     return 0
 
 
 async def ruleGet(session, args) -> int:
-    rule = await fetchRule(session, args.ref_or_id)
-    if rule is None:
-        raise notFound(session, "Rule", args.ref_or_id)
-    printProperties(session, args, rule, args.attr, order=GET_ORDER)
-    return 0
+    return await showResource(session, args, RULES, args.ref_or_id)
 
 
-async def _reportFailure(session, coroutine):
-    """
-    st2's create: any failure prints C{ERROR: ...} and exits 2.
-    """
-    try:
-        return await coroutine
-    except (HTTPError, CLIError) as e:
-        if isinstance(e, OperationFailed):
-            raise
-        session.write(f"ERROR: {e}")
-        raise OperationFailed(str(e))
+def _ruleFromFile(path: str) -> Dict[str, Any]:
+    data = loadMetaFile(path)
+    if not isinstance(data, dict):
+        raise CLIError(f'File "{path}" must hold one rule (a mapping)')
+    return data
 
 
 async def ruleCreate(session, args) -> int:
-    async def create():
-        data = loadMetaFile(args.file)
-        if not isinstance(data, dict):
-            raise CLIError(f'File "{args.file}" must hold one rule (a mapping)')
-        return requireDict(await session.sendJSON("POST", "/rules", data), "POST /rules")
-
-    rule = await _reportFailure(session, create())
-    printProperties(session, args, rule, ["all"], order=GET_ORDER)
+    with failureReported(session):
+        rule = await createResource(session, RULES, _ruleFromFile(args.file))
+    printProperties(session, args, rule, ["all"], order=RULES.order)
     return 0
 
 
 async def ruleUpdate(session, args) -> int:
-    rule = await fetchRule(session, args.ref_or_id)
-    if rule is None:
-        raise notFound(session, "Rule", args.ref_or_id)
-    data = loadMetaFile(args.file)
-    if not isinstance(data, dict):
-        raise CLIError(f'File "{args.file}" must hold one rule (a mapping)')
+    rule = await findResource(session, RULES, args.ref_or_id)
+    data = _ruleFromFile(args.file)
     if not data.get("id"):
         data["id"] = rule["id"]
     elif data["id"] != rule["id"]:
         raise CLIError("The value for the rule id in the JSON/YAML file does not match the ID provided in the command line arguments.")
-    updated = requireDict(await session.sendJSON("PUT", f"/rules/{quotePath(str(rule['id']))}", data), "PUT /rules")
-    printProperties(session, args, updated, ["all"], order=GET_ORDER)
-    return 0
+    return await updateResource(session, args, RULES, rule, data)
 
 
-async def _setEnabled(session, args, enabled: bool) -> int:
-    rule = await fetchRule(session, args.ref_or_id)
-    if rule is None:
-        raise notFound(session, "Rule", args.ref_or_id)
+def _editable(rule: Dict[str, Any]) -> Dict[str, Any]:
     data = dict(rule)
     data.pop("ref", None)
-    data["enabled"] = enabled
-    updated = requireDict(await session.sendJSON("PUT", f"/rules/{quotePath(str(rule['id']))}", data), "PUT /rules")
-    printProperties(session, args, updated, ["all"], order=GET_ORDER)
-    return 0
+    return data
 
 
 async def ruleEnable(session, args) -> int:
-    return await _setEnabled(session, args, True)
+    return await setEnabled(session, args, RULES, args.ref_or_id, True, _editable)
 
 
 async def ruleDisable(session, args) -> int:
-    return await _setEnabled(session, args, False)
+    return await setEnabled(session, args, RULES, args.ref_or_id, False, _editable)
 
 
 async def ruleDelete(session, args) -> int:
-    rule = await fetchRule(session, args.ref_or_id)
-    if rule is None:
-        raise notFound(session, "Rule", args.ref_or_id)
-    await session.api("DELETE", f"/rules/{quotePath(str(rule['id']))}", allow=(404,))
-    deleted(session, args.ref_or_id)
-    return 0
+    return await deleteResource(session, RULES, args.ref_or_id)
 
 
 def _refArgument(parser) -> None:
@@ -146,8 +103,7 @@ def register(subparsers) -> None:
     branch = addBranch(subparsers, "rule", "Rules")
 
     parser = addCommand(branch, "list", "Get the list of the 50 most recent rules.", ruleList)
-    addListOptions(parser, LIST_ATTRIBUTES)
-    parser.add_argument("-n", "--last", type=int, dest="last", default=50, help="List N most recent rules. Use -n -1 to fetch the full result set.")
+    addListOptions(parser, LIST_ATTRIBUTES, recent="rules")
     parser.add_argument("-p", "--pack", type=str, help="Only return resources belonging to the provided pack")
     parser.add_argument("-c", "--action", help="Action reference to filter the list.")
     parser.add_argument("-g", "--trigger", help="Trigger type reference to filter the list.")
@@ -158,7 +114,7 @@ def register(subparsers) -> None:
 
     parser = addCommand(branch, "get", "Get individual rule.", ruleGet)
     _refArgument(parser)
-    parser.add_argument("-a", "--attr", nargs="+", default=["all"], help='List of attributes to include in the output. "all" or unspecified will return all attributes.')
+    addAttrOption(parser)
 
     parser = addCommand(branch, "create", "Create a new rule.", ruleCreate)
     parser.add_argument("file", help="JSON/YAML file containing the rule to create.")
@@ -167,11 +123,9 @@ def register(subparsers) -> None:
     _refArgument(parser)
     parser.add_argument("file", help="JSON/YAML file containing the rule to update.")
 
-    parser = addCommand(branch, "delete", "Delete an existing rule.", ruleDelete)
-    _refArgument(parser)
-
-    parser = addCommand(branch, "enable", "Enable an existing rule.", ruleEnable)
-    _refArgument(parser)
-
-    parser = addCommand(branch, "disable", "Disable an existing rule.", ruleDisable)
-    _refArgument(parser)
+    for name, help, handler in (
+        ("delete", "Delete an existing rule.", ruleDelete),
+        ("enable", "Enable an existing rule.", ruleEnable),
+        ("disable", "Disable an existing rule.", ruleDisable),
+    ):
+        _refArgument(addCommand(branch, name, help, handler))

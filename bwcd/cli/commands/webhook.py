@@ -8,10 +8,10 @@ C{parameters.url}, shown as stored and sorted, as st2 does.
 
 from __future__ import annotations
 
-from bwcd.cli.commands.common import addBranch, addCommand, addListOptions, notFound, printProperties, printTable, requireDict, requireList
-from bwcd.cli.session import quotePath
+from bwcd.cli.commands.common import Resource, addAttrOption, addBranch, addCommand, addListOptions, fetchList, findResource, printProperties, printTable
 
 LIST_ATTRIBUTES = ["url", "type", "description"]
+WEBHOOKS = Resource("/webhooks", "Webhook", "webhook", ("type", "description"))
 
 
 def withURL(trigger: dict) -> dict:
@@ -22,17 +22,15 @@ def withURL(trigger: dict) -> dict:
 
 
 async def webhookList(session, args) -> int:
-    triggers = requireList(await session.getJSON("/webhooks"), "webhooks")
+    triggers, _ = await fetchList(session, "/webhooks", "webhooks")
     hooks = sorted((withURL(t) for t in triggers if isinstance(t, dict)), key=lambda t: str(t["url"]))
     printTable(session, args, hooks, args.attr)
     return 0
 
 
 async def webhookGet(session, args) -> int:
-    doc = await session.getOrNone(f"/webhooks/{quotePath(args.url)}")
-    if doc is None:
-        raise notFound(session, "Webhook", args.url)
-    printProperties(session, args, withURL(requireDict(doc, "webhook")), args.attr, order=("type", "description"))
+    hook = withURL(await findResource(session, WEBHOOKS, args.url))
+    printProperties(session, args, hook, args.attr, order=WEBHOOKS.order)
     return 0
 
 
@@ -42,4 +40,4 @@ def register(subparsers) -> None:
     addListOptions(parser, LIST_ATTRIBUTES)
     parser = addCommand(branch, "get", "Get individual webhook.", webhookGet)
     parser.add_argument("url", help="Url of the webhook.")
-    parser.add_argument("-a", "--attr", nargs="+", default=["all"], help='List of attributes to include in the output. "all" or unspecified will return all attributes.')
+    addAttrOption(parser)
