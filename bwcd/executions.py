@@ -277,4 +277,4 @@ def publicDocument(doc: Mapping[str, Any]) -> dict:
     The execution as the API shows it: internal fields (leading C{_}) and
     falsy top-level fields dropped, as st2's C{from_model} does.
     """
-    return {k: v for k, v in doc.items() if not k.startswith("_") and k != "node" and (v or v == 0 or k in ("parameters",)) }
+    return {k: v for k, v in doc.items() if not k.startswith("_") and k != "node" and (v or v == 0 or k == "parameters")}

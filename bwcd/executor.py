@@ -72,6 +72,7 @@ class Executor(Service):
         self._claiming = 0
         self._stopping = False
         self._sweepPending = False
+        self._sweepAgain = False
         self._loop: Optional[LoopingCall] = None
         executions.wake = self.wake
 
@@ -131,14 +132,22 @@ class Executor(Service):
         self._checkCanceled()
 
     def _sweep(self) -> None:
-        if self._stopping or self._sweepPending or self._free() <= 0:
+        if self._stopping or self._free() <= 0:
+            return
+        if self._sweepPending:
+            # an execution queued while the claim loop runs may have missed
+            # its last query: look again once it ends, not at the next poll
+            self._sweepAgain = True
             return
         self._sweepPending = True
+        self._sweepAgain = False
         d = ensureDeferred(self._claimLoop())
         d.addErrback(lambda f: log.failure("Claiming queued executions failed", f))
 
         def done(_):
             self._sweepPending = False
+            if self._sweepAgain:
+                self._sweep()
 
         d.addBoth(done)
 
