@@ -152,7 +152,7 @@ class ShippedFilesTests(SynchronousTestCase):
         """
         config = self._packagedConfig()
         self.assertEqual(config.system.state_dir, STATE_DIR)
-        self.assertEqual(config.storage.url, f"sqlite:///{STATE_DIR}/bwcd.sqlite")
+        self.assertEqual(config.storage.url, f"sqlite://{STATE_DIR}/bwcd.sqlite")
         self.assertEqual(self.packaged["auth"]["users_file"], USERS_FILE)
         self.assertEqual(self.packaged["packs"]["paths"], ["/opt/bwcd/packs"])
 
