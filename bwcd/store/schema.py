@@ -58,6 +58,8 @@ COLLECTIONS: Mapping[str, CollectionSchema] = _declare(
         "executions",
         indexes=(
             ("status",),
+            # the executor's claim: oldest requested first, without a sort of the backlog
+            ("status", "start_timestamp"),
             ("action.ref",),
             ("start_timestamp",),
             ("context.user",),
