@@ -225,6 +225,20 @@ class DaemonCoreMixin:
         response, listed = await d.get("/v1/executions")
         self.assertEqual(listed, [])
 
+    async def test_formBodyIsNotACredential(self):
+        """
+        Only the query string carries query credentials: an st2-api-key field
+        in a form body authenticates nothing.
+        """
+        d = await self.daemon()
+        body = f"st2-api-key={d.apiKey}".encode()
+        response = await treq.post(d.apiURL + "/v1/executions", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(response.code, 401)
+        self.assertEqual((await response.json())["faultstring"], "Unauthorized - One of Token or API key required.")
+        response = await treq.get(d.apiURL + f"/v1/executions?st2-api-key={d.apiKey}")
+        self.assertEqual(response.code, 200)
+        self.assertNotIn(d.apiKey, d.readLog())
+
     async def test_actionsAndRunners(self):
         """
         The core pack's actions and both runner types are served.

@@ -163,7 +163,11 @@ class BwcdSite(Site):
         onRequestDone: Optional[Callable[[BwcdRequest, float], None]] = None,
         reactor=None,
     ) -> None:
-        super().__init__(resource, reactor=reactor)
+        # Bodies are parsed by the routes that take them (bwcd.webhooks.body);
+        # Twisted's own form parsing would cost an email-header parse per
+        # POST and mix form fields into request.args, where credentials are
+        # looked up as query parameters.
+        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.maxBodyBytes = maxBodyBytes
         self.trustedProxies = frozenset(trustedProxies)
         self.onRequestDone = onRequestDone
