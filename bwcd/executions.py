@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_executions -*-
+# -*- test-case-name: tests.test_daemon -*-
 """
 Execution requests: from "run this action with these parameters" to a stored,
 queued execution document, and every later change of its status.

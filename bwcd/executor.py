@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_executions -*-
+# -*- test-case-name: tests.test_daemon -*-
 """
 The executor: claims queued executions from the store and runs them as local
 child processes, at most C{max_concurrent} at a time.
@@ -18,7 +18,7 @@ import socket
 from typing import Any, Callable, Dict, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -152,21 +152,32 @@ class Executor(Service):
         d.addBoth(done)
 
     async def _claimLoop(self) -> None:
+        """
+        Fill every free slot: one claim per slot, all sent at once, so that
+        a burst of requests is claimed in one store round trip (one commit
+        for SQLite) rather than one trip per execution.
+        """
         while not self._stopping and self._free() > 0:
-            self._claiming += 1
+            wanted = self._free()
+            self._claiming += wanted
             try:
-                doc = await self._store.update(
-                    "executions",
-                    {"status": "requested"},
-                    set={"status": "scheduled", "node": self.nodeId},
-                    push={"log": {"status": "scheduled", "timestamp": self._executions.now()}},
-                    sort=[("start_timestamp", 1)],
-                )
+                claims = await gatherResults([self._claimOne() for _ in range(wanted)], consumeErrors=True)
             finally:
-                self._claiming -= 1
-            if doc is None:
+                self._claiming -= wanted
+            found = [doc for doc in claims if doc is not None]
+            for doc in found:
+                self._launch(doc)
+            if len(found) < wanted:
                 return
-            self._launch(doc)
+
+    def _claimOne(self) -> Deferred:
+        return self._store.update(
+            "executions",
+            {"status": "requested"},
+            set={"status": "scheduled", "node": self.nodeId},
+            push={"log": {"status": "scheduled", "timestamp": self._executions.now()}},
+            sort=[("start_timestamp", 1)],
+        )
 
     def _launch(self, doc: dict) -> None:
         d = ensureDeferred(self._run(doc))
@@ -211,12 +222,6 @@ class Executor(Service):
             log.failure("Execution {execution_id} could not be prepared", execution_id=execId)
             await self._executions.transition(execId, ["scheduled"], "failed", result={"error": str(e), "traceback": repr(e)})
             return
-        running = await self._executions.transition(
-            execId, ["scheduled"], "running",
-            **{"liveaction.runner_info": {"hostname": socket.gethostname(), "pid": os.getpid()}},
-        )
-        if running is None:
-            return  # canceled while queued
         seq = [0]
 
         def onOutput(stream: str, data: bytes) -> None:
@@ -231,13 +236,26 @@ class Executor(Service):
                 "data": data.decode("utf-8", "replace"),
             })).addErrback(lambda f: log.failure("Storing output of {execution_id} failed", f, execution_id=execId))
 
+        # The "running" record is written while the child starts rather than
+        # before: waiting for it would add a store round trip to every
+        # execution's start.  If the execution was canceled while it was
+        # scheduled, the conditional update finds nothing and the child is
+        # killed at once.  Writes reach the store in order, so the final
+        # status can never land before "running".
+        markRunning = ensureDeferred(self._executions.transition(
+            execId, ["scheduled"], "running",
+            **{"liveaction.runner_info": {"hostname": socket.gethostname(), "pid": os.getpid()}},
+        ))
         try:
             proc = self._runner.start(argv, env=env, cwd=cwd, timeout=timeout, on_output=onOutput, stdin=stdin, sudo_password_used=stdin is not None)
         except OSError as e:
-            await self._executions.transition(execId, ["running"], "failed", result={"error": f"Unable to start the action: {e}", "traceback": repr(e)})
+            if await markRunning is not None:
+                await self._executions.transition(execId, ["running"], "failed", startTimestamp=doc["start_timestamp"], result={"error": f"Unable to start the action: {e}", "traceback": repr(e)})
             return
         self._running[execId] = proc
-        log.info("Execution {execution_id} running {action} (pid {pid})", execution_id=execId, action=action["ref"], pid=getattr(proc, "pid", None))
+        log.info("Execution {execution_id} running {action} (pid {pid})", execution_id=execId, action=action["ref"], pid=proc.pid)
+        if await markRunning is None:
+            proc.kill("canceled")
         outcome = await proc.result
         self._running.pop(execId, None)
         await self._executions.transition(execId, ["running"], outcome.status, startTimestamp=doc["start_timestamp"], result=outcome.result)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_executions_api -*-
+# -*- test-case-name: tests.test_daemon -*-
 """
 C{/v1/actions} and C{/v1/runnertypes}: what can be run and with which
 parameters (st2-api.md section 5).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_executions_api -*-
+# -*- test-case-name: tests.test_daemon -*-
 """
 C{/v1/executions}: start, list, show, cancel, re-run and read the output of
 executions, with StackStorm's shapes and messages (st2-api.md section 4).

@@ -171,7 +171,7 @@ def actionFromMetadata(pack: Pack, path: str, data: dict) -> Tuple[Optional[dict
         if unknown:
             return bad(field, f"unknown attribute(s) {sorted(unknown)}")
         ptype = spec.get("type")
-        if ptype is not None and ptype not in _SIMPLE_TYPES:
+        if ptype is not None and (not isinstance(ptype, str) or ptype not in _SIMPLE_TYPES):
             return bad(f"{field}.type", f"must be one simple type, got {ptype!r}")
         for flag in ("required", "immutable", "secret"):
             if flag in spec and not isinstance(spec[flag], bool):
