@@ -51,7 +51,7 @@ import inspect
 from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -280,6 +280,15 @@ class RulesEngine:
             any partly stored ones are deleted again (best effort; one left
             behind is processed at the next start).
         """
+        # An event that no rule wants (no rule for its trigger, or none whose
+        # criteria match or fail) is settled before it is stored: it is
+        # written once, already processed, instead of written pending and
+        # then updated.  Criteria are pure and in memory, so this costs
+        # microseconds; anything a rule wants goes through the queue.
+        settled = [self._wantedByNoRule(i) for i in instances]
+        for instance, done in zip(instances, settled):
+            if done:
+                instance["status"] = PROCESSED
         self.reserve(len(instances))
         try:
             if len(instances) == 1:
@@ -298,7 +307,23 @@ class RulesEngine:
             if cause is not None:
                 cause.raiseException()
             raise
-        return [self.enqueue(instance) for instance in instances]
+        outcomes: List[Deferred] = []
+        for instance, done in zip(instances, settled):
+            if done:
+                self.release()
+                outcomes.append(succeed(Outcome(instance)))
+            else:
+                outcomes.append(self.enqueue(instance))
+        return outcomes
+
+    def _wantedByNoRule(self, instance: Mapping[str, Any]) -> bool:
+        ruleSet = self._index.rulesFor(instance["trigger"])
+        for rules in (ruleSet.standard, ruleSet.backstop):
+            if rules:
+                matched, failed = self._match(rules, instance)
+                if matched or failed:
+                    return False
+        return True
 
     async def dispatch(self, triggerRef: str, payload: Any, bypassLimit: bool = False) -> Tuple[Dict[str, Any], Deferred]:
         """
