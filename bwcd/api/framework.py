@@ -11,13 +11,17 @@ JSON-able value (200), a L{Reply} (any status, headers) or raises L{ApiError}.
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import unquote
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import BaseConverter
 
 from bwcd.store.interface import DuplicateKey, StoreUnavailable
 
@@ -97,12 +101,37 @@ class Api:
         self.ready = False
         self._authenticate = authenticate
         self.app.handle_errors(NotFound, MethodNotAllowed)(self._notFound)
+        self._prefixRoutes: Dict[bytes, List[Tuple[bytes, Callable[..., Deferred], str]]] = {}
 
     def resource(self):
-        return self.app.resource()
+        return _Dispatch(self.app.resource(), self._prefixRoutes)
 
     def _notFound(self, request, failure) -> bytes:
         return renderError(request, ApiError(404, "The resource could not be found."))
+
+    def _endpoint(self, handler: Handler, auth: bool, needsStore: bool) -> Callable[..., Deferred]:
+        """
+        Wrap C{handler}: readiness, authentication, JSON and error bodies.
+        The result is a Deferred of the response body bytes.
+        """
+
+        async def run(request, **kwargs):
+            if needsStore and not self.ready:
+                raise ApiError(503, "bwcd is starting; try again shortly.", headers={"Retry-After": "1"})
+            principal = await self._authenticate(request) if auth else None
+            return await handler(request, principal, **kwargs)
+
+        def endpoint(request, **kwargs):
+            d = ensureDeferred(run(request, **kwargs))
+            d.addCallbacks(lambda result: self._render(request, result), lambda f: self._fail(request, f))
+            return d
+
+        return endpoint
+
+    def _addToKlein(self, handler: Handler, endpoint: Callable[..., Deferred], paths: Sequence[str], methods: Sequence[str]) -> None:
+        for i, path in enumerate(paths):
+            name = f"{handler.__module__}.{handler.__qualname__}:{i}"
+            self.app.route(path, methods=list(methods), strict_slashes=False, endpoint=name)(endpoint)
 
     def route(self, paths: str | Sequence[str], methods: Sequence[str], auth: bool = True, needsStore: bool = True) -> Callable[[Handler], Handler]:
         """
@@ -113,19 +142,30 @@ class Api:
             paths = [paths]
 
         def decorate(handler: Handler) -> Handler:
-            async def run(request, **kwargs):
-                if needsStore and not self.ready:
-                    raise ApiError(503, "bwcd is starting; try again shortly.", headers={"Retry-After": "1"})
-                principal = await self._authenticate(request) if auth else None
-                return await handler(request, principal, **kwargs)
+            self._addToKlein(handler, self._endpoint(handler, auth, needsStore), paths, methods)
+            return handler
 
-            def endpoint(request, **kwargs):
-                d = ensureDeferred(run(request, **kwargs))
-                d.addCallbacks(lambda result: self._render(request, result), lambda f: self._fail(request, f))
-                return d
+        return decorate
 
-            for i, path in enumerate(paths):
-                self.app.route(path, methods=list(methods), strict_slashes=False, endpoint=f"{handler.__module__}.{handler.__qualname__}:{i}")(endpoint)
+    def prefixRoute(self, prefixes: Sequence[str], method: str, argument: str, auth: bool = True) -> Callable[[Handler], Handler]:
+        """
+        Declare C{handler} for every path under one of C{prefixes} (each
+        ending in C{/}), the rest of the path (URL-decoded, slashes kept)
+        passed as C{argument}.
+
+        The route is added to Klein as usual, and also dispatched before
+        Klein: the webhook receiver is the one route under load, and
+        skipping Werkzeug's URL matching there raised the events one process
+        accepts by about a fifth (bench/).  Behaviour is the same either way.
+        """
+        if "bwcdrest" not in self.app.url_map.converters:
+            self.app.url_map.converters["bwcdrest"] = RestOfPath
+
+        def decorate(handler: Handler) -> Handler:
+            endpoint = self._endpoint(handler, auth, True)
+            self._addToKlein(handler, endpoint, [p + f"<bwcdrest:{argument}>" for p in prefixes], [method])
+            for prefix in prefixes:
+                self._prefixRoutes.setdefault(method.encode("ascii"), []).append((prefix.encode("utf-8"), endpoint, argument))
             return handler
 
         return decorate
@@ -148,3 +188,46 @@ class Api:
             return renderError(request, ApiError(503, "Storage is unavailable; try again shortly.", headers={"Retry-After": "2"}))
         log.failure("Unhandled error in {method} {path}", failure, method=request.method.decode("latin-1"), path=request.path.decode("utf-8", "replace"))
         return renderError(request, ApiError(500, "Internal Server Error"))
+
+
+class RestOfPath(BaseConverter):
+    """
+    The rest of the path, empty segments and slashes included, so that
+    C{/v1/webhooks//sample/} reaches the handler instead of being
+    redirected or refused by Werkzeug.
+    """
+
+    regex = ".*"
+    part_isolating = False
+    weight = 200
+
+
+class _Dispatch(Resource):
+    """
+    The API's root resource: prefix routes first, Klein for the rest.
+    """
+
+    isLeaf = True
+
+    def __init__(self, klein: Resource, prefixRoutes: Dict[bytes, List[Tuple[bytes, Callable[..., Deferred], str]]]) -> None:
+        super().__init__()
+        self._klein = klein
+        self._prefixRoutes = prefixRoutes
+
+    def render(self, request):
+        for prefix, endpoint, argument in self._prefixRoutes.get(request.method, ()):
+            if request.path.startswith(prefix):
+                rest = unquote(request.path[len(prefix):].decode("utf-8", "replace"))
+                d = endpoint(request, **{argument: rest})
+                d.addCallback(self._write, request)
+                d.addErrback(lambda f: log.failure("Writing a response failed", f))
+                return NOT_DONE_YET
+        return self._klein.render(request)
+
+    @staticmethod
+    def _write(body: bytes, request) -> None:
+        if request.finished or request._disconnected:
+            return
+        if body:
+            request.write(body)
+        request.finish()

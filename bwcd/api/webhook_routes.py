@@ -24,9 +24,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from werkzeug.routing import BaseConverter
 
-from bwcd.api.framework import Api, ApiError, Principal, Reply
+from bwcd.api.framework import Api, ApiError, Principal, Reply, RestOfPath
 from bwcd.api.query import arg
 from bwcd.rules.engine import Outcome, Overloaded, RulesEngine, ShuttingDown
 from bwcd.rules.index import RuleIndex
@@ -41,18 +40,6 @@ COMPLETED = frozenset({"succeeded", "failed", "timeout", "canceled", "abandoned"
 _TIMED_OUT = object()
 
 _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
-
-
-class HookPathConverter(BaseConverter):
-    """
-    A hook name: any rest of the path, empty segments included, so that
-    C{/v1/webhooks//sample/} reaches the handler (which strips the slashes)
-    instead of being redirected or refused by Werkzeug.
-    """
-
-    regex = ".*"
-    part_isolating = False
-    weight = 200
 
 
 def _number(text: str) -> Optional[float]:
@@ -168,13 +155,13 @@ def installWebhookRoutes(
     @param executions: the L{bwcd.executions.ExecutionService} (for waits).
     @param store: read only on the C{wait} path.
     """
-    api.app.url_map.converters["bwcdhook"] = HookPathConverter
+    api.app.url_map.converters["bwcdrest"] = RestOfPath
 
     @api.route(list(PREFIXES), ["GET"])
     async def listHooks(request, principal: Principal):
         return [publicTrigger(t) for t in index.hooks()]
 
-    @api.route([p + "/<bwcdhook:url>" for p in PREFIXES], ["GET"])
+    @api.route([p + "/<bwcdrest:url>" for p in PREFIXES], ["GET"])
     async def showHook(request, principal: Principal, url: str):
         triggers = index.hooksFor(url)
         if not triggers:
@@ -182,7 +169,7 @@ def installWebhookRoutes(
             raise ApiError(404, "Unhandled exception")
         return publicTrigger(triggers[0])
 
-    @api.route([p + "/<bwcdhook:hook>" for p in PREFIXES], ["POST"])
+    @api.prefixRoute([p + "/" for p in PREFIXES], "POST", "hook")
     async def receive(request, principal: Principal, hook: str):
         wait, viaPrefer = requestedWait(request, maxWait)
         raw = request.content.read() if request.content is not None else b""
@@ -235,4 +222,4 @@ def installWebhookRoutes(
         return Reply(body, 200 if complete else 202, headers)
 
 
-__all__ = ["HookPathConverter", "installWebhookRoutes", "preferredWait", "requestedWait"]
+__all__ = ["installWebhookRoutes", "preferredWait", "requestedWait"]
