@@ -33,7 +33,7 @@ from jsonschema import _legacy_keywords
 from jsonschema.exceptions import best_match
 from twisted.logger import Logger
 
-from bwcd.packs.loader import Pack, Problem, readYaml, yamlFiles
+from bwcd.packs.loader import Pack, Problem, loadFolder
 from bwcd.store.interface import DuplicateKey, IStore, newId
 
 log = Logger(namespace="bwcd.triggers")
@@ -335,18 +335,7 @@ def loadTriggerTypes(pack: Pack) -> Tuple[List[Dict[str, Any]], List[Problem]]:
     Every valid trigger type of C{pack}, and a problem for each file
     skipped.
     """
-    types: List[Dict[str, Any]] = []
-    problems: List[Problem] = []
-    for path in yamlFiles(os.path.join(pack.path, "triggers")):
-        data, problem = readYaml(path)
-        if problem is None:
-            assert data is not None
-            doc, problem = triggerTypeFromYaml(pack, path, data)
-            if doc is not None:
-                types.append(doc)
-        if problem is not None:
-            problems.append(problem)
-    return types, problems
+    return loadFolder(pack, "triggers", triggerTypeFromYaml)
 
 
 # -- the registry over the store ---------------------------------------------

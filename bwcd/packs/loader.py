@@ -10,7 +10,7 @@ pack file must never stop the daemon from starting or reloading.
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import attrs
 import yaml
@@ -205,22 +205,33 @@ def actionFromMetadata(pack: Pack, path: str, data: dict) -> Tuple[Optional[dict
     return doc, None
 
 
+Builder = Callable[[Pack, str, dict], Tuple[Optional[Any], Optional[Problem]]]
+
+
+def loadFolder(pack: Pack, folder: str, build: Builder) -> Tuple[List[Any], List[Problem]]:
+    """
+    Read every YAML file of C{<pack>/<folder>/} with C{build(pack, path,
+    data)}, which returns a value or the problem that skips the file.
+    """
+    values: List[Any] = []
+    problems: List[Problem] = []
+    for path in yamlFiles(os.path.join(pack.path, folder)):
+        data, problem = readYaml(path)
+        if problem is None:
+            assert data is not None
+            value, problem = build(pack, path, data)
+            if value is not None:
+                values.append(value)
+        if problem is not None:
+            problems.append(problem)
+    return values, problems
+
+
 def loadActions(pack: Pack) -> Tuple[List[dict], List[Problem]]:
     """
     Every valid action of C{pack}, and a problem for each file skipped.
     """
-    actions: List[dict] = []
-    problems: List[Problem] = []
-    for path in yamlFiles(os.path.join(pack.path, "actions")):
-        data, problem = readYaml(path)
-        if problem is None:
-            assert data is not None
-            doc, problem = actionFromMetadata(pack, path, data)
-            if doc is not None:
-                actions.append(doc)
-        if problem is not None:
-            problems.append(problem)
-    return actions, problems
+    return loadFolder(pack, "actions", actionFromMetadata)
 
 
 def scriptPath(packPath: str, entryPoint: str) -> str:

@@ -14,12 +14,12 @@ them through the API).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from bwcd.api.rule_routes import saveRule
-from bwcd.packs.loader import Pack, Problem, readYaml, yamlFiles
+from bwcd.packs.loader import Pack, Problem, loadFolder
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.model import RuleError, ruleFromYaml
 from bwcd.store.interface import IStore, StoreError
@@ -28,25 +28,19 @@ from bwcd.triggers import TriggerError, registerPackTriggerTypes, triggerForRule
 log = Logger(namespace="bwcd.packs.rules")
 
 
+def _ruleFromFile(pack: Pack, path: str, data: dict) -> Tuple[Optional[Tuple[str, Dict[str, Any]]], Optional[Problem]]:
+    try:
+        return (path, ruleFromYaml(data, pack.name, os.path.relpath(path, pack.path))), None
+    except RuleError as e:
+        return None, Problem(path, e.field, str(e))
+
+
 def loadRules(pack: Pack) -> Tuple[List[Tuple[str, Dict[str, Any]]], List[Problem]]:
     """
     Every rule file of C{pack} that passes the checks that need no store:
     C{(path, document)} pairs, and a problem for each file skipped.
     """
-    rules: List[Tuple[str, Dict[str, Any]]] = []
-    problems: List[Problem] = []
-    for path in yamlFiles(os.path.join(pack.path, "rules")):
-        data, problem = readYaml(path)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        try:
-            doc = ruleFromYaml(data, pack.name, os.path.relpath(path, pack.path))
-        except RuleError as e:
-            problems.append(Problem(path, e.field, str(e)))
-            continue
-        rules.append((path, doc))
-    return rules, problems
+    return loadFolder(pack, "rules", _ruleFromFile)
 
 
 def _comparable(doc: Dict[str, Any]) -> Dict[str, Any]:
