@@ -70,6 +70,26 @@ class HealthMetricsTests(TestCase):
         self.assertEqual(sample(text, "bwcd_executions", status="succeeded"), 1.0)
         self.assertEqual(sample(text, "bwcd_running_children"), 0.0)
         self.assertIn("bwcd_http_request_duration_seconds_bucket", text)
+        self.assertEqual(sample(text, "bwcd_webhooks_total", result="accepted"), 0.0)
+
+        rule = {
+            "name": "m", "pack": "metrics", "enabled": True,
+            "trigger": {"type": "core.st2.webhook", "parameters": {"url": "counted"}},
+            "criteria": {"trigger.body.x": {"type": "equals", "pattern": "never"}},
+            "action": {"ref": "core.noop"},
+        }
+        response, _ = await d.post("/v1/rules", rule)
+        self.assertEqual(response.code, 201)
+        for _ in range(3):
+            response, _ = await d.post("/v1/webhooks/counted", {"x": 1})
+            self.assertEqual(response.code, 202)
+        response, _ = await d.post("/v1/webhooks/unknown", {"x": 1})
+        self.assertEqual(response.code, 404)
+        response = await treq.get(d.apiURL + "/metrics")
+        text = (await response.content()).decode()
+        self.assertEqual(sample(text, "bwcd_webhooks_total", result="accepted"), 3.0)
+        self.assertEqual(sample(text, "bwcd_webhooks_total", result="rejected"), 1.0)
+        self.assertEqual(sample(text, "bwcd_trigger_instances", status="processed"), 3.0)
 
 
 class HealthUnavailableTests(TestCase):
