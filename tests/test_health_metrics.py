@@ -89,7 +89,9 @@ class HealthMetricsTests(TestCase):
         text = (await response.content()).decode()
         self.assertEqual(sample(text, "bwcd_webhooks_total", result="accepted"), 3.0)
         self.assertEqual(sample(text, "bwcd_webhooks_total", result="rejected"), 1.0)
-        self.assertEqual(sample(text, "bwcd_trigger_instances", status="processed"), 3.0)
+        # the three webhooks, and the core.st2.generic.actiontrigger emitted
+        # when the first execution completed
+        self.assertEqual(sample(text, "bwcd_trigger_instances", status="processed"), 4.0)
 
 
 class HealthUnavailableTests(TestCase):
