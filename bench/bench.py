@@ -165,6 +165,9 @@ def snapshot(pid: Optional[int] = None) -> Dict[str, Any]:
                 fields = f.read().rsplit(")", 1)[1].split()
             snap["pcpu"] = int(fields[11]) + int(fields[12])
             snap["threads"] = int(fields[17])
+            with open(f"/proc/{pid}/task/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            snap["mcpu"] = int(fields[11]) + int(fields[12])
         except (OSError, IndexError):
             pass
     return snap
@@ -173,6 +176,10 @@ def snapshot(pid: Optional[int] = None) -> Dict[str, Any]:
 def usage(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
     wall = max(b["t"] - a["t"], 1e-6)
     out: Dict[str, Any] = {"srv_pct": round(100.0 * (b["pcpu"] - a["pcpu"]) / HZ / wall, 1)}
+    if "mcpu" in a and "mcpu" in b:
+        # the main (reactor) thread apart from the others (bwcd's SQLite thread...)
+        out["srv_main_thread_pct"] = round(100.0 * (b["mcpu"] - a["mcpu"]) / HZ / wall, 1)
+        out["srv_other_threads_pct"] = round(out["srv_pct"] - out["srv_main_thread_pct"], 1)
     steal = total = 0
     for name in sorted(b["cpus"]):
         busy1, tot1, st1 = b["cpus"][name]
@@ -349,7 +356,8 @@ class Bench:
         if spy is not None:
             result["profile"] = self.profileSummary(id, spy)
         self.raw[id] = result
-        say(f"  {id}: {result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.1f} ms, errors {result['errors']}, srv {result['srv_pct']}% cpu0 {result['cpu0_pct'] if 'cpu0_pct' in result else '-'}%")
+        threads = f" (main thread {result['srv_main_thread_pct']}%, others {result['srv_other_threads_pct']}%)" if "srv_main_thread_pct" in result else ""
+        say(f"  {id}: {result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.1f} ms, errors {result['errors']}, srv {result['srv_pct']}%{threads}, cpu0 {result.get('cpu0_pct', '-')}%, cpu1 {result.get('cpu1_pct', '-')}%")
         return result
 
     def profiler(self, id: str, pid: int, duration: float) -> Optional[Tuple[subprocess.Popen, str]]:
@@ -476,14 +484,15 @@ class Bench:
         mark = b["acct_marks"][1]
         later = 0
         t0 = time.monotonic()
-        while self.acct.enabled and time.monotonic() - t0 < self.args.drain_max:
+        quiet = 0
+        while self.acct.enabled and time.monotonic() - t0 < self.args.drain_max and quiet < 3:
             time.sleep(1)
             now = self.acct.mark()
             n = self.acct.count(mark, now, ppid=p.pid)["ok"]
             mark = now
             later += n
-            if n == 0:
-                break
+            quiet = quiet + 1 if n == 0 else 0
+        b["drain_s"] = round(time.monotonic() - t0, 1)
         b["cmds_after_window"] = later if self.acct.enabled else None
         b["answered_never_ran"] = max(b["s202"] - b["cmds"] - later, 0) if self.acct.enabled else None
         self.procs.stop(p)
@@ -696,6 +705,21 @@ class Bwcd:
         assert self.proc is not None
         return self.proc.pid
 
+    def settle(self, maxWait: float = 20.0) -> float:
+        """
+        Wait (bounded) until the daemon is idle, so that a window measures
+        the steady state and not the tail of the previous step (a WAL
+        checkpoint after 10,000 rule inserts, queued engine work...).
+        """
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < maxWait:
+            a = snapshot(self.pid)
+            time.sleep(1.0)
+            b = snapshot(self.pid)
+            if usage(a, b)["srv_pct"] < 5.0:
+                break
+        return round(time.monotonic() - t0, 1)
+
     def webhooksWired(self) -> bool:
         status, _, _ = self.api.call("GET", "/v1/webhooks")
         return status == 200
@@ -820,6 +844,7 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
     p1Trigger = made["trigger_refs"]["p1_r0"]
     bw.bench.post(bw.hookUrl + "bench-p1", {"St2-Api-Key": key})
     say("P1: webhook ingest, 10 rules that do not match")
+    raw["p1_settle_s"] = bw.settle()
     before = bw.api.total(f"/v1/triggerinstances?trigger={quote(p1Trigger)}")
     p1 = bench.wrk("p1", bw.hookUrl + "bench-p1", args.duration, bw.pid, key, profile=True)
     p1["stored_instances"] = bw.api.total(f"/v1/triggerinstances?trigger={quote(p1Trigger)}") - before
@@ -835,7 +860,7 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
     raw["p4_rule_creation"] = created
     say(f"  {created['count']} rules in {created['seconds']} s ({created['per_s']:.0f}/s)")
     raw["p4_rules_total"] = bw.api.total("/v1/rules")
-    time.sleep(1)
+    raw["p4_settle_s"] = bw.settle()
     before = bw.api.total(f"/v1/triggerinstances?trigger={quote(p1Trigger)}")
     p4 = bench.wrk("p4", bw.hookUrl + "bench-p1", args.duration, bw.pid, key)
     p4["stored_instances"] = bw.api.total(f"/v1/triggerinstances?trigger={quote(p1Trigger)}") - before
@@ -967,10 +992,12 @@ def runBwcd(bench: Bench, storage: Optional[str]) -> None:
         path = bw.url[len("sqlite:///"):]
         raw["sqlite_bytes"] = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
     raw["bwcd_stop_code_final"] = bw.stop()
-    errors = re.findall(r"^.*(?:Traceback|CRITICAL|Unhandled).*$", open(bw.log, encoding="utf-8", errors="replace").read(), re.M)
+    text = open(bw.log, encoding="utf-8", errors="replace").read()
+    errors = re.findall(r"^\S+ \[[^\]]*#(?:critical|error)\] .*$", text, re.M)
     raw["bwcd_log_error_lines"] = len(errors)
-    if errors:
-        shutil.copy(bw.log, os.path.join(RESULTS, "bwcd-last.log"))
+    raw["bwcd_log_errors_first"] = errors[:10]
+    # the exception that ended each of the first few tracebacks
+    raw["bwcd_log_exceptions"] = sorted(set(re.findall(r"^\t(\w[\w.]*(?:Error|Exception|Failure)\b.*)$", text, re.M)))[:10]
 
 
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -1051,6 +1078,7 @@ def report(result: Dict[str, Any]) -> str:
     lines = []
     m = result["machine"]
     lines.append(f"== bench/run  {result['started']}  storage: {result['storage']}  mode: {result['mode']}")
+    lines.append(f"bwcd    : commit {m.get('bwcd_commit')}{' with uncommitted changes in bwcd/' if m.get('bwcd_tree_modified') else ''}")
     lines.append(f"machine : {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}; {m['software']}")
     lines.append(f"load    : wrk -t1 -c32 keep-alive {'off' if result['settings']['conn_close'] else 'on'}, {m['body_bytes']}-byte JSON, windows {result['settings']['duration_s']:g} s; pinning: {result['pinning']}")
     lines.append(f"before  : cpu busy {raw.get('idle_before', {}).get('cpu0_pct', '-')}% / {raw.get('idle_before', {}).get('cpu1_pct', '-')}%, "
@@ -1114,12 +1142,16 @@ def report(result: Dict[str, Any]) -> str:
         if o:
             lines.append(f"overload window (wrk -c{o.get('conns', '?')}): {o['rps']:.0f} req/s, {o['s202']} accepted, {o['s503']} refused 503, {o['sother']} other status, "
                          f"{o['timeout']} timeouts, {o['stored_instances']} instances stored, {o['executions_open_at_end']} executions waiting at the end")
+        if raw.get("bwcd_log_error_lines"):
+            lines.append(f"bwcd log: {raw['bwcd_log_error_lines']} error/critical lines, exceptions {raw.get('bwcd_log_exceptions')}")
         lines.append(f"overload, all windows: {ov['accepted_but_not_stored']} accepted-but-not-stored, {ov['refused_503']} refused with 503 "
                      f"({ov['refused_503_without_retry_after']} without Retry-After) -> {'correct' if ov['correct'] else 'NOT CORRECT'}; "
                      f"most executions waiting: {ov['executions_waiting_max']}; instances stored but left pending until a restart: "
                      f"{ov['instances_left_pending_until_restart']} (still unprocessed after the restart: {ov['unprocessed_instances_after_restart']})")
     lines.append("")
     lines.append("== goals (ratios against baselines measured in this run)")
+    if not result.get("goals_apply", True):
+        lines.append(f"(bwcd ran on {result['storage']}: the goals are stated for the embedded SQLite store; shown for information only)")
     for key, g in result["goals"].items():
         state = {True: "met", False: "NOT met", None: "n/a"}[g["met"]]
         lines.append(f"{key:<28}{fmt(g['value'], 3) if isinstance(g['value'], float) else fmt(g['value']):>10}   goal {g['goal']:<8} {state}")
@@ -1181,7 +1213,16 @@ def machineInfo() -> Dict[str, Any]:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem = int(line.split()[1]) // 1024
+    commit = dirty = None
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", "bwcd", "twisted"], capture_output=True, text=True, timeout=10).stdout
+        dirty = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
     return {
+        "bwcd_commit": commit,
+        "bwcd_tree_modified": dirty,
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "kernel": platform.release(),
@@ -1266,6 +1307,7 @@ def main(argv: List[str]) -> int:
     bench = Bench(args, tmp, procs, acct)
     raw = bench.raw
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    machine = machineInfo()  # before the run: the commit measured
     t0 = time.monotonic()
     failure: Optional[str] = None
     try:
@@ -1317,7 +1359,7 @@ def main(argv: List[str]) -> int:
         "goals_apply": not storage,
         "complete": failure is None,
         "error": failure,
-        "machine": machineInfo(),
+        "machine": machine,
         "pinning": "servers and their children on CPU 1, load generators on CPU 0" if pin else "none",
         "settings": {
             "duration_s": args.duration, "p3_duration_s": args.p3_duration, "p5_duration_s": args.p5_duration,

@@ -59,6 +59,9 @@ class PacksConfig:
 @attrs.frozen
 class RunnerConfig:
     max_concurrent: int = 16
+    #: executions waiting for a slot; beyond it new webhooks and execution
+    #: requests get 503 with Retry-After instead of growing the queue
+    max_queued: int = 10000
     output_max_bytes: int = 4194304
     #: seconds between SIGTERM and SIGKILL when a process group is stopped
     kill_grace: float = 2.0
@@ -171,6 +174,7 @@ def _derive(config: Config, environ: Mapping[str, str]) -> Config:
         ("auth.token_max_ttl", auth.token_max_ttl),
         ("api.max_body_bytes", config.api.max_body_bytes),
         ("runner.max_concurrent", config.runner.max_concurrent),
+        ("runner.max_queued", config.runner.max_queued),
         ("runner.output_max_bytes", config.runner.output_max_bytes),
     ):
         if value < 1:

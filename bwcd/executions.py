@@ -29,6 +29,12 @@ COMPLETED = frozenset({"succeeded", "failed", "timeout", "canceled", "abandoned"
 CANCELABLE = frozenset({"requested", "scheduled", "delayed", "running", "pausing", "paused", "resuming"})
 
 
+class QueueFull(Exception):
+    """
+    Too many executions are waiting for a runner slot to take more work.
+    """
+
+
 class ExecutionRequestError(ValueError):
     """
     The request cannot become an execution; the message is the API's 400
@@ -71,7 +77,9 @@ class ExecutionService:
         process can claim it at once instead of at its next poll.
     """
 
-    def __init__(self, store: IStore, clock: IReactorTime, publicURL: str, webuiBaseURL: str = "", nodeId: str = "") -> None:
+    def __init__(
+        self, store: IStore, clock: IReactorTime, publicURL: str, webuiBaseURL: str = "", nodeId: str = "", maxQueued: int = 10000
+    ) -> None:
         self._store = store
         self._clock = clock
         self._publicURL = publicURL.rstrip("/")
@@ -80,6 +88,40 @@ class ExecutionService:
         self._waiters: Dict[str, List[Deferred]] = {}
         self.nodeId = nodeId
         self.wake: Callable[[], None] = lambda: None
+        self.maxQueued = maxQueued
+        self._queuedCounted = 0
+        self._queuedDelta = 0
+
+    # -- the bound on waiting executions ---------------------------------
+
+    @property
+    def queued(self) -> int:
+        """
+        How many executions wait for a slot: the store's count at the last
+        refresh, corrected by what this process queued and claimed since.
+        """
+        return max(self._queuedCounted + self._queuedDelta, 0)
+
+    def checkCapacity(self) -> None:
+        """
+        @raise QueueFull: the queue of waiting executions is at its bound.
+        """
+        if self.queued >= self.maxQueued:
+            raise QueueFull()
+
+    def noteClaimed(self, count: int) -> None:
+        self._queuedDelta -= count
+
+    async def refreshQueued(self) -> int:
+        """
+        Count waiting executions in the store (they may come from other
+        processes sharing it).
+        """
+        delta = self._queuedDelta
+        counted = await self._store.count("executions", {"status": "requested"})
+        self._queuedCounted = counted
+        self._queuedDelta -= delta
+        return counted
 
     # -- queries ---------------------------------------------------------
 
@@ -176,6 +218,7 @@ class ExecutionService:
             self._completed(doc)
             return doc
         await self._store.insert("executions", doc)
+        self._queuedDelta += 1
         log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
         self.wake()
         return doc

@@ -130,6 +130,7 @@ class Executor(Service):
     def _tick(self) -> None:
         self._sweep()
         self._checkCanceled()
+        ensureDeferred(self._executions.refreshQueued()).addErrback(lambda f: log.failure("Counting queued executions failed", f))
 
     def _sweep(self) -> None:
         if self._stopping or self._free() <= 0:
@@ -165,6 +166,7 @@ class Executor(Service):
             finally:
                 self._claiming -= wanted
             found = [doc for doc in claims if doc is not None]
+            self._executions.noteClaimed(len(found))
             for doc in found:
                 self._launch(doc)
             if len(found) < wanted:

@@ -81,7 +81,9 @@ class BwcdService(MultiService):
         self.apikeys = ApiKeys(self.store, reactor)
         self.htpasswd = Htpasswd(config.auth.users_file, reactor=reactor)
         self.authenticator = Authenticator(self.tokens, self.apikeys, config.auth.enable, config.system.user)
-        self.executions = ExecutionService(self.store, reactor, config.api.public_url, config.api.webui_base_url)
+        self.executions = ExecutionService(
+            self.store, reactor, config.api.public_url, config.api.webui_base_url, maxQueued=config.runner.max_queued
+        )
         self.runner = LocalRunner(reactor, config.runner.output_max_bytes, kill_grace=config.runner.kill_grace)
         self.executor = Executor(
             self.store,

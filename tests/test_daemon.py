@@ -225,6 +225,37 @@ class DaemonCoreMixin:
         response, listed = await d.get("/v1/executions")
         self.assertEqual(listed, [])
 
+    async def test_queueIsBounded(self):
+        """
+        Once runner.max_queued executions wait for a slot, new execution
+        requests and webhooks get 503 with Retry-After and nothing is
+        stored for them.
+        """
+        d = await self.daemon(config={"runner": {"max_concurrent": 1, "max_queued": 2}})
+        marker = f"70.{os.getpid()}{int(time.time() * 1000) % 100000}"
+        first = await self.runAction(d, {"cmd": f"sleep {marker}"})
+        for _ in range(100):
+            _, doc = await d.get(f"/v1/executions/{first['id']}")
+            if doc["status"] == "running":
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        waiting = [await self.runAction(d, {"cmd": "true"}) for _ in range(2)]
+        response, body = await d.post("/v1/executions", {"action": "core.local", "parameters": {"cmd": "true"}})
+        self.assertEqual(response.code, 503)
+        self.assertEqual(body["faultstring"], "2 executions are waiting to run (runner.max_queued is 2); try again shortly.")
+        self.assertEqual(response.headers.getRawHeaders("Retry-After"), ["2"])
+        response, body = await d.post("/v1/webhooks/anything", {"a": 1})
+        self.assertEqual(response.code, 503)
+        response, listed = await d.get("/v1/executions")
+        self.assertEqual(len(listed), 3)
+        response = await treq.delete(d.apiURL + f"/v1/executions/{first['id']}", headers=d.headers)
+        await response.content()
+        for doc in waiting:
+            await d.waitFor(doc["id"])
+        await deferLater(reactor, 1.5, lambda: None)  # the executor's next count of the queue
+        again = await self.runAction(d, {"cmd": "true"})
+        self.assertEqual((await d.waitFor(again["id"]))["status"], "succeeded")
+
     async def test_formBodyIsNotACredential(self):
         """
         Only the query string carries query credentials: an st2-api-key field

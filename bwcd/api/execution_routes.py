@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 from bwcd.api.framework import Api, ApiError, Principal, Reply
 from bwcd.api.query import arg, listHeaders, paging
-from bwcd.executions import ExecutionRequestError, ExecutionService, publicDocument
+from bwcd.executions import ExecutionRequestError, ExecutionService, QueueFull, publicDocument
 from bwcd.store.interface import IStore
 
 PREFIXES = ("/v1/executions", "/v1/actionexecutions", "/api/v1/executions")
@@ -41,6 +41,14 @@ def readJsonBody(request, required: bool = True) -> Any:
         return json.loads(raw)
     except ValueError as e:
         raise ApiError(400, f"Failed to parse request body: {e}")
+
+
+def queueFullError(executions: ExecutionService) -> ApiError:
+    return ApiError(
+        503,
+        f"{executions.queued} executions are waiting to run (runner.max_queued is {executions.maxQueued}); try again shortly.",
+        headers={"Retry-After": "2"},
+    )
 
 
 def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService, executor: Any) -> None:
@@ -88,9 +96,12 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
         if body.get("trace_tag"):
             context.setdefault("trace_context", {"trace_tag": body["trace_tag"]})
         try:
+            executions.checkCapacity()
             doc = await executions.create(ref, params, context, user)
         except ExecutionRequestError as e:
             raise ApiError(400, str(e))
+        except QueueFull:
+            raise queueFullError(executions)
         return Reply(publicDocument(doc), 201)
 
     @api.route([p for p in PREFIXES], ["GET"])

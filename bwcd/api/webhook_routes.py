@@ -26,7 +26,9 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gathe
 from twisted.internet.interfaces import IReactorTime
 
 from bwcd.api.framework import Api, ApiError, Principal, Reply, RestOfPath
+from bwcd.api.execution_routes import queueFullError
 from bwcd.api.query import arg
+from bwcd.executions import QueueFull
 from bwcd.rules.engine import Outcome, Overloaded, RulesEngine, ShuttingDown
 from bwcd.rules.index import RuleIndex
 from bwcd.triggers import GENERIC_HOOK, payloadError, publicTrigger
@@ -171,6 +173,10 @@ def installWebhookRoutes(
 
     @api.prefixRoute([p + "/" for p in PREFIXES], "POST", "hook")
     async def receive(request, principal: Principal, hook: str):
+        try:
+            executions.checkCapacity()
+        except QueueFull:
+            raise queueFullError(executions)
         wait, viaPrefer = requestedWait(request, maxWait)
         raw = request.content.read() if request.content is not None else b""
         try:

@@ -471,7 +471,6 @@ class LocalRunner:
         )
         if not running.ended:
             self._running[running.pid] = running
-        _log.debug("Started process {pid}: {executable}", pid=running.pid, executable=argv[0])
         return running
 
     def run(
