@@ -5,6 +5,8 @@ methods, CORS preflight, credential redaction and paging rules.
 
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bwcd.api.framework import Api, ApiError, Reply
@@ -36,6 +38,15 @@ class EdgeTests(TestCase):
 
         @api.route("/v1/private", ["GET"])
         async def private(request, principal):
+            return {}
+
+        self.gate = Deferred()
+        self.finished = []
+
+        @api.route("/v1/slow", ["POST"], auth=False)
+        async def slow(request, principal):
+            await self.gate
+            self.finished.append(True)
             return {}
 
         port = reactor.listenTCP(0, BwcdSite(api.resource(), 100), interface="127.0.0.1")
@@ -78,6 +89,25 @@ class EdgeTests(TestCase):
         self.assertIn("St2-Api-Key", response.headers.getRawHeaders("Access-Control-Allow-Headers")[0])
         response, body = await self.fetch("POST", "/v1/made", data=b"x" * 101)
         self.assertEqual((response.code, body), (413, {"faultstring": "Request body is larger than the limit of 100 bytes."}))
+
+
+    async def test_clientGoneWorkGoesOn(self):
+        """
+        A client that disconnects while its request is being handled does not
+        cut the handler short: its work runs to the end.
+        """
+        from twisted.internet.protocol import ClientCreator, Protocol
+
+        port = int(self.url.rsplit(":", 1)[1])
+        client = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", port)
+        client.transport.write(b"POST /v1/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        await deferLater(reactor, 0.2, lambda: None)
+        client.transport.loseConnection()
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(self.finished, [])
+        self.gate.callback(None)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.finished, [True])
 
 
 class PureTests(SynchronousTestCase):

@@ -122,9 +122,14 @@ class Api:
             return await handler(request, principal, **kwargs)
 
         def endpoint(request, **kwargs):
-            d = ensureDeferred(run(request, **kwargs))
-            d.addCallbacks(lambda result: self._render(request, result), lambda f: self._fail(request, f))
-            return d
+            work = ensureDeferred(run(request, **kwargs))
+            work.addCallbacks(lambda result: self._render(request, result), lambda f: self._fail(request, f))
+            # Klein cancels a route's Deferred when the client goes away.  The
+            # work must not stop half-way (an event stored but never queued),
+            # so a cancel only drops the answer; the work runs to its end.
+            answer: Deferred = Deferred()
+            work.chainDeferred(answer)
+            return answer
 
         return endpoint
 
