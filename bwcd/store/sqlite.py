@@ -329,6 +329,12 @@ class SQLiteStore:
         self._maxBatch = maxBatch
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._put = self._queue.put
+        # Operations submitted during one turn of the reactor are handed to
+        # the thread together at the end of the turn, so that they share a
+        # transaction (one commit, one fsync) instead of waking the thread
+        # and committing once per operation.
+        self._outbox: List[Any] = []
+        self._flushCall: Any = None
         self._state = "new"
         self._thread: Optional[threading.Thread] = None
         self._startD: Optional[Deferred] = None
@@ -368,6 +374,9 @@ class SQLiteStore:
             return succeed(None)
         if self._state == "running":
             self._state = "stopping"
+            if self._flushCall is not None:
+                self._flushCall.cancel()
+            self._flush()
             self._put((_STOP, False, d, ()))
         else:
             self._stopWaiters.append(d)
@@ -379,8 +388,16 @@ class SQLiteStore:
         if self._openError is not None:
             return fail(StoreUnavailable(f"sqlite store {self.path!r} did not open: {self._openError}"))
         d: Deferred = Deferred()
-        self._put((fn, write, d, args))
+        self._outbox.append((fn, write, d, args))
+        if self._flushCall is None:
+            self._flushCall = self._reactor.callLater(0, self._flush)
         return d
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        outbox, self._outbox = self._outbox, []
+        for op in outbox:
+            self._put(op)
 
     def _deliver(self, results: List[Tuple[Deferred, bool, Any]]) -> None:
         for d, ok, value in results:
