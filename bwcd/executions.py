@@ -11,7 +11,6 @@ never both move the same execution forward.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from twisted.internet.defer import Deferred
@@ -90,6 +89,7 @@ class ExecutionService:
         self.wake: Callable[[], None] = lambda: None
         self.maxQueued = maxQueued
         self._queuedCounted = 0
+        self._runnerDocs: Dict[str, Dict[str, Any]] = {}
         self._queuedDelta = 0
 
     # -- the bound on waiting executions ---------------------------------
@@ -127,6 +127,17 @@ class ExecutionService:
 
     async def action(self, ref: str) -> Optional[dict]:
         return await self._store.findOne("actions", {"ref": ref})
+
+    def _runnerDoc(self, name: str) -> Dict[str, Any]:
+        """
+        The runner type document embedded in executions: built once per
+        runner and shared, since the store serialises it and nothing
+        modifies it.
+        """
+        doc = self._runnerDocs.get(name)
+        if doc is None:
+            doc = self._runnerDocs[name] = runnerTypeDict(name)
+        return doc
 
     def now(self) -> str:
         return isoformat(utcnow(self._clock))
@@ -173,7 +184,7 @@ class ExecutionService:
         doc: Dict[str, Any] = {
             "id": execId,
             "action": action,
-            "runner": runnerTypeDict(action["runner_type"]),
+            "runner": self._runnerDoc(action["runner_type"]),
             "liveaction": {"id": newId(), "action": actionRef, "action_is_workflow": False, "callback": {}, "runner_info": {}},
             "status": "requested",
             "start_timestamp": now,
@@ -183,7 +194,8 @@ class ExecutionService:
             "node": None,
         }
         if embed:
-            doc.update(copy.deepcopy(dict(embed)))
+            # the document is serialised by the store; nothing mutates these
+            doc.update(embed)
         error: Optional[str] = None
         given = dict(parameters or {})
         live = given
@@ -219,7 +231,8 @@ class ExecutionService:
             return doc
         await self._store.insert("executions", doc)
         self._queuedDelta += 1
-        log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
+        if "rule" not in ctx:  # the rules engine logs the executions it starts
+            log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
         self.wake()
         return doc
 

@@ -255,13 +255,15 @@ class Executor(Service):
                 await self._executions.transition(execId, ["running"], "failed", startTimestamp=doc["start_timestamp"], result={"error": f"Unable to start the action: {e}", "traceback": repr(e)})
             return
         self._running[execId] = proc
-        log.info("Execution {execution_id} running {action} (pid {pid})", execution_id=execId, action=action["ref"], pid=proc.pid)
         if await markRunning is None:
             proc.kill("canceled")
         outcome = await proc.result
         self._running.pop(execId, None)
         await self._executions.transition(execId, ["running"], outcome.status, startTimestamp=doc["start_timestamp"], result=outcome.result)
-        log.info("Execution {execution_id} {status}", execution_id=execId, status=outcome.status)
+        log.info(
+            "Execution {execution_id} of {action} {status} (pid {pid}, exit {return_code})",
+            execution_id=execId, action=action["ref"], status=outcome.status, pid=outcome.pid, return_code=outcome.return_code,
+        )
 
     async def _prepare(self, doc: dict):
         action = doc["action"]

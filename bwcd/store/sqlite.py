@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import queue
+from functools import lru_cache
 import re
 import sqlite3
 import threading
@@ -73,6 +74,7 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # -- SQL generation (pure) ---------------------------------------------------
 
 
+@lru_cache(maxsize=1024)
 def jsonPath(path: str) -> str:
     """
     The SQLite JSON path for a dotted document path (C{$.a.b}; keys that are
@@ -81,6 +83,7 @@ def jsonPath(path: str) -> str:
     return "$" + "".join("." + (p if _IDENT.match(p) else f'"{p}"') for p in splitPath(path))
 
 
+@lru_cache(maxsize=1024)
 def _exprs(path: str) -> Tuple[str, str]:
     """
     The SQL giving a path's value and its JSON type.  Paths are checked by
