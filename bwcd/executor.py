@@ -69,6 +69,9 @@ class Executor(Service):
         self.nodeId = nodeId or f"{socket.gethostname()}:{os.getpid()}"
         self._running: Dict[str, Any] = {}
         self._active: Dict[str, Deferred] = {}
+        #: executions holding a runner slot: from their claim until their
+        #: child has ended (the final write then goes on without the slot)
+        self._busy: set = set()
         self._claiming = 0
         self._stopping = False
         self._sweepPending = False
@@ -81,7 +84,7 @@ class Executor(Service):
         return len(self._running)
 
     def _free(self) -> int:
-        return self._max - len(self._active) - self._claiming
+        return self._max - len(self._busy) - self._claiming
 
     # -- service ---------------------------------------------------------
 
@@ -182,6 +185,7 @@ class Executor(Service):
         )
 
     def _launch(self, doc: dict) -> None:
+        self._busy.add(doc["id"])
         d = ensureDeferred(self._run(doc))
         self._active[doc["id"]] = d
         d.addErrback(lambda f: log.failure("Execution {execution_id} crashed the executor", f, execution_id=doc["id"]))
@@ -189,9 +193,14 @@ class Executor(Service):
         def done(_):
             self._active.pop(doc["id"], None)
             self._running.pop(doc["id"], None)
-            self.wake()
+            self._releaseSlot(doc["id"])
 
         d.addBoth(done)
+
+    def _releaseSlot(self, execId: str) -> None:
+        if execId in self._busy:
+            self._busy.discard(execId)
+            self.wake()
 
     async def _checkCanceledAsync(self) -> None:
         if not self._running:
@@ -259,6 +268,9 @@ class Executor(Service):
             proc.kill("canceled")
         outcome = await proc.result
         self._running.pop(execId, None)
+        # The child has ended: its slot can take the next execution while
+        # the result is written (the store keeps the writes in order).
+        self._releaseSlot(execId)
         await self._executions.transition(execId, ["running"], outcome.status, startTimestamp=doc["start_timestamp"], result=outcome.result)
         log.info(
             "Execution {execution_id} of {action} {status} (pid {pid}, exit {return_code})",
