@@ -65,6 +65,9 @@ class RunnerConfig:
     output_max_bytes: int = 4194304
     #: seconds between SIGTERM and SIGKILL when a process group is stopped
     kill_grace: float = 2.0
+    #: seconds without a heartbeat after which another bwcd process sharing
+    #: the store counts as dead, and its executions are settled
+    node_timeout: float = 30.0
 
 
 @attrs.frozen

@@ -37,6 +37,7 @@ from bwcd.config import Config
 from bwcd.executions import ExecutionService
 from bwcd.executor import Executor
 from bwcd.metrics import Metrics
+from bwcd.nodes import NodeWatch
 from bwcd.packs.registrar import packFolders, registerActions, registerRunnerTypes
 from bwcd.runners.local import LocalRunner
 from bwcd.store.url import openStore
@@ -95,6 +96,7 @@ class BwcdService(MultiService):
             packPaths=lambda: self.packFolders,
             issueToken=self._issueChildToken,
         )
+        self.nodes = NodeWatch(self.store, self.executions, reactor, config.runner.node_timeout)
         self.metrics = Metrics()
         self.api = Api(self.authenticator.authenticate)
         self.authApi = Api(self.authenticator.authenticate)
@@ -168,6 +170,7 @@ class BwcdService(MultiService):
         for ext in self._extensions:
             await ext.start()
         self.executor.startService()
+        self.nodes.start(self.executor.nodeId)
         self._tokenPurge.startService()
         self.api.ready = True
         self.authApi.ready = True
@@ -201,6 +204,7 @@ class BwcdService(MultiService):
         await MultiService.stopService(self)
         if self._tokenPurge.running:
             await self._tokenPurge.stopService()
+        self.nodes.stop()
         if self.executor.running:
             await self.executor.stopService()
         for ext in reversed(self._extensions):

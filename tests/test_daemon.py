@@ -189,6 +189,31 @@ class DaemonCoreMixin:
         later = await d.waitFor(queued["id"])
         self.assertEqual((later["status"], later["result"]["stdout"]), ("succeeded", "later"))
 
+    async def test_deadNodesWorkIsSettled(self):
+        """
+        Executions claimed by another bwcd process whose heartbeat went stale
+        are settled: running ones end abandoned, claimed ones run here.
+        """
+        from bwcd.store.url import openStore
+
+        d = await self.daemon(config={"runner": {"node_timeout": 1.2}})
+        store = openStore(d.configData["storage"]["url"], reactor)
+        await store.start()
+        self.addCleanup(store.stop)
+        _, template = await d.get("/v1/actions/core.local")
+        now = "2026-01-01T00:00:00.000000Z"
+        base = {"action": template, "runner": {"name": "local-shell-cmd"}, "context": {"user": "x"}, "start_timestamp": now, "log": [], "node": "dead-node"}
+        running = await store.insert("executions", dict(base, status="running", _parameters={"cmd": "true"}, parameters={"cmd": "true"}))
+        claimed = await store.insert("executions", dict(base, status="scheduled", _parameters={"cmd": "echo rescued"}, parameters={"cmd": "echo rescued"}))
+        await store.insert("kv", {"name": "__bwcd.node.dead-node", "value": {"seen": "2026-01-01T00:00:00.000000Z"}})
+        abandoned = await d.waitFor(running["id"], timeout=10)
+        self.assertEqual(abandoned["status"], "abandoned")
+        self.assertEqual(abandoned["result"]["error"], "bwcd node dead-node stopped answering while the action ran")
+        rescued = await d.waitFor(claimed["id"], timeout=10)
+        self.assertEqual((rescued["status"], rescued["result"]["stdout"]), ("succeeded", "rescued"))
+        beats = await store.find("kv", {"name": {"$ne": "__bwcd.node.dead-node"}})
+        self.assertTrue(any(b["name"].startswith("__bwcd.node.") for b in beats))
+
     async def test_errorBodies(self):
         """
         Every 401/400/404/413 case answers with its faultstring and changes
