@@ -11,6 +11,7 @@ never both move the same execution forward.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from twisted.internet.defer import Deferred
@@ -160,6 +161,7 @@ class ExecutionService:
         renderContext: Optional[Mapping[str, Any]] = None,
         failOnError: bool = False,
         executionId: Optional[str] = None,
+        delay: Optional[int] = None,
     ) -> dict:
         """
         Store a new execution of C{actionRef} (status C{requested}) and queue
@@ -170,6 +172,8 @@ class ExecutionService:
         @param executionId: the id to use; the rules engine derives it from
             (rule, trigger instance) so that the store's unique id refuses a
             second execution for the same enforcement (L{DuplicateKey}).
+        @param delay: milliseconds to wait before the execution may be
+            claimed; it is C{delayed} until then, as in StackStorm.
         @raise ExecutionRequestError: unknown or disabled action, a render or
             validation error (unless C{failOnError}).
         """
@@ -229,12 +233,29 @@ class ExecutionService:
             await self._store.insert("executions", doc)
             self._completed(doc)
             return doc
+        if delay:
+            doc["status"] = "delayed"
+            doc["delay"] = delay
+            doc["_run_at"] = isoformat(utcnow(self._clock) + timedelta(milliseconds=delay))
+            doc["log"].append({"status": "delayed", "timestamp": now})
         await self._store.insert("executions", doc)
-        self._queuedDelta += 1
+        if not delay:
+            self._queuedDelta += 1
         if "rule" not in ctx:  # the rules engine logs the executions it starts
             log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
         self.wake()
         return doc
+
+    async def releaseDelayed(self) -> int:
+        """
+        Queue the delayed executions whose time has come; return how many.
+        """
+        now = self.now()
+        released = 0
+        while await self._store.update("executions", {"status": "delayed", "_run_at": {"$lte": now}}, set={"status": "requested"}) is not None:
+            released += 1
+        self._queuedDelta += released
+        return released
 
     async def reRun(self, original: dict, parameters: Mapping[str, Any], user: str) -> dict:
         merged = dict(original.get("_given", original.get("parameters") or {}))

@@ -131,6 +131,9 @@ class Executor(Service):
         self._clock.callLater(0, self._sweep)
 
     def _tick(self) -> None:
+        released = ensureDeferred(self._executions.releaseDelayed())
+        released.addCallback(lambda count: count and self.wake())
+        released.addErrback(lambda f: log.failure("Releasing delayed executions failed", f))
         self._sweep()
         self._checkCanceled()
         ensureDeferred(self._executions.refreshQueued()).addErrback(lambda f: log.failure("Counting queued executions failed", f))

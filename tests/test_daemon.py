@@ -214,6 +214,26 @@ class DaemonCoreMixin:
         beats = await store.find("kv", {"name": {"$ne": "__bwcd.node.dead-node"}})
         self.assertTrue(any(b["name"].startswith("__bwcd.node.") for b in beats))
 
+    async def test_delay(self):
+        """
+        An execution requested with a delay waits as delayed, then runs; a
+        negative delay is refused.
+        """
+        d = await self.daemon()
+        started = time.monotonic()
+        response, created = await d.post("/v1/executions", {"action": "core.local", "parameters": {"cmd": "echo later"}, "delay": 1500})
+        self.assertEqual(response.code, 201, created)
+        self.assertEqual((created["status"], created["delay"]), ("delayed", 1500))
+        await deferLater(reactor, 0.5, lambda: None)
+        _, doc = await d.get(f"/v1/executions/{created['id']}")
+        self.assertEqual(doc["status"], "delayed")
+        done = await d.waitFor(created["id"])
+        self.assertGreaterEqual(time.monotonic() - started, 1.5)
+        self.assertEqual(done["result"]["stdout"], "later")
+        self.assertEqual([e["status"] for e in done["log"]], ["requested", "delayed", "scheduled", "running", "succeeded"])
+        response, body = await d.post("/v1/executions", {"action": "core.local", "parameters": {"cmd": "x"}, "delay": -1})
+        self.assertEqual((response.code, body["faultstring"]), (400, "-1 is less than the minimum of 0"))
+
     async def test_errorBodies(self):
         """
         Every 401/400/404/413 case answers with its faultstring and changes

@@ -95,9 +95,12 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
         user = body.get("user") or (principal.user if principal else "stanley")
         if body.get("trace_tag"):
             context.setdefault("trace_context", {"trace_tag": body["trace_tag"]})
+        delay = body.get("delay")
+        if delay is not None and (not isinstance(delay, int) or isinstance(delay, bool) or delay < 0):
+            raise ApiError(400, f"{json.dumps(delay)} is not of type 'integer'" if not isinstance(delay, int) or isinstance(delay, bool) else f"{delay} is less than the minimum of 0")
         try:
             executions.checkCapacity()
-            doc = await executions.create(ref, params, context, user)
+            doc = await executions.create(ref, params, context, user, delay=delay)
         except ExecutionRequestError as e:
             raise ApiError(400, str(e))
         except QueueFull:
