@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService

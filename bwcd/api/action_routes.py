@@ -6,23 +6,16 @@ parameters (st2-api.md section 5).
 
 from __future__ import annotations
 
-from bwcd.api.framework import Api, ApiError, Principal, Reply
-from bwcd.api.query import arg, listHeaders, paging
+from bwcd.api.framework import Api, ApiError, Principal
+from bwcd.api.query import filtersFrom, listPage
 from bwcd.store.interface import IStore
 
 
 def installActionRoutes(api: Api, store: IStore) -> None:
     @api.route("/v1/actions", ["GET"])
     async def listActions(request, principal: Principal):
-        limit, offset = paging(request, defaultLimit=None)
-        query = {}
-        for name in ("pack", "name"):
-            value = arg(request, name)
-            if value is not None:
-                query[name] = value
-        total = await store.count("actions", query)
-        docs = await store.find("actions", query, sort=[("pack", 1), ("name", 1)], limit=limit, offset=offset)
-        return Reply(docs, 200, listHeaders(total, limit))
+        filters = filtersFrom(request, {"pack": "pack", "name": "name"})
+        return await listPage(store, "actions", filters, [("pack", 1), ("name", 1)], request, None)
 
     @api.route("/v1/actions/<string:refOrId>", ["GET"])
     async def showAction(request, principal: Principal, refOrId: str):
@@ -34,14 +27,8 @@ def installActionRoutes(api: Api, store: IStore) -> None:
 
     @api.route("/v1/runnertypes", ["GET"])
     async def listRunners(request, principal: Principal):
-        limit, offset = paging(request)
-        query = {}
-        name = arg(request, "name")
-        if name is not None:
-            query["name"] = name
-        total = await store.count("runnertypes", query)
-        docs = await store.find("runnertypes", query, sort=[("name", 1)], limit=limit, offset=offset)
-        return Reply(docs, 200, listHeaders(total, limit))
+        filters = filtersFrom(request, {"name": "name"})
+        return await listPage(store, "runnertypes", filters, [("name", 1)], request, 100)
 
     @api.route("/v1/runnertypes/<string:nameOrId>", ["GET"])
     async def showRunner(request, principal: Principal, nameOrId: str):

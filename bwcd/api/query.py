@@ -6,9 +6,10 @@ rules and messages, and reading single query values.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from bwcd.api.framework import ApiError
+from bwcd.api.framework import ApiError, Reply
+from bwcd.store.interface import IStore, Sort
 
 
 def arg(request, name: str) -> Optional[str]:
@@ -70,3 +71,35 @@ def listHeaders(total: int, limit: Optional[int]) -> dict:
     if limit is not None:
         headers["X-Limit"] = str(limit)
     return headers
+
+
+def filtersFrom(request, names: Mapping[str, str]) -> Dict[str, Any]:
+    """
+    Equality filters from query parameters: C{names} maps each accepted
+    query name to the document path it filters on.
+    """
+    filters: Dict[str, Any] = {}
+    for name, path in names.items():
+        value = arg(request, name)
+        if value is not None:
+            filters[path] = value
+    return filters
+
+
+async def listPage(
+    store: IStore,
+    collection: str,
+    filters: Dict[str, Any],
+    sort: Sort,
+    request,
+    defaultLimit: Optional[int],
+    present: Callable[[dict], Any] = lambda doc: doc,
+) -> Reply:
+    """
+    One page of a list route, with st2's paging rules and its
+    C{X-Total-Count}/C{X-Limit} headers.
+    """
+    limit, offset = paging(request, defaultLimit=defaultLimit)
+    total = await store.count(collection, filters)
+    docs = await store.find(collection, filters, sort=sort, limit=limit, offset=offset)
+    return Reply([present(d) for d in docs], 200, listHeaders(total, limit))

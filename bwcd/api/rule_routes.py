@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 from twisted.logger import Logger
 
 from bwcd.api.framework import Api, ApiError, Principal, Reply
-from bwcd.api.query import arg, boolArg, listHeaders, paging
+from bwcd.api.query import boolArg, filtersFrom, listPage
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.model import RuleError, normaliseRule, publicRule
 from bwcd.store.interface import IStore, StoreError, newId
@@ -149,18 +149,11 @@ def installRuleRoutes(api: Api, store: IStore, index: RuleIndex) -> None:
 
     @api.route(list(PREFIXES), ["GET"])
     async def listRules(request, principal: Principal):
-        filters: Dict[str, Any] = {}
-        for name, path in FILTERS.items():
-            value = arg(request, name)
-            if value is not None:
-                filters[path] = value
+        filters = filtersFrom(request, FILTERS)
         enabled = boolArg(request, "enabled")
         if enabled is not None:
             filters["enabled"] = enabled
-        limit, offset = paging(request, defaultLimit=None)
-        total = await store.count("rules", filters)
-        docs = await store.find("rules", filters, sort=[("pack", 1), ("name", 1)], limit=limit, offset=offset)
-        return Reply([publicRule(d) for d in docs], 200, listHeaders(total, limit))
+        return await listPage(store, "rules", filters, [("pack", 1), ("name", 1)], request, None, publicRule)
 
     @api.route([p + "/<string:refOrId>" for p in PREFIXES], ["GET"])
     async def showRule(request, principal: Principal, refOrId: str):

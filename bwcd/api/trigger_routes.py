@@ -9,10 +9,10 @@ started (st2-api.md sections 6 and 7).
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from bwcd.api.framework import Api, ApiError, Principal, Reply
-from bwcd.api.query import arg, listHeaders, paging
+from bwcd.api.query import arg, filtersFrom, listPage
 from bwcd.api.rule_routes import findByRefOrId, notFound
 from bwcd.rules.engine import Overloaded, RulesEngine, ShuttingDown
 from bwcd.rules.index import RuleIndex
@@ -44,13 +44,6 @@ def _range(filters: Dict[str, Any], path: str, op: str, value: Optional[str]) ->
         filters.setdefault(path, {})[op] = value
 
 
-async def _listed(store: IStore, collection: str, filters: Dict[str, Any], sort: List, request, defaultLimit: Optional[int]) -> Reply:
-    limit, offset = paging(request, defaultLimit=defaultLimit)
-    total = await store.count(collection, filters)
-    docs = await store.find(collection, filters, sort=sort, limit=limit, offset=offset)
-    return Reply(docs, 200, listHeaders(total, limit))
-
-
 def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: RulesEngine) -> None:
     """
     Add the trigger type, trigger, trigger instance and rule enforcement
@@ -62,7 +55,7 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
     @api.route("/v1/triggertypes", ["GET"])
     async def listTriggerTypes(request, principal: Principal):
         filters = {k: v for k in ("pack", "name") if (v := arg(request, k)) is not None}
-        return await _listed(store, "triggertypes", filters, [("pack", 1), ("name", 1)], request, None)
+        return await listPage(store, "triggertypes", filters, [("pack", 1), ("name", 1)], request, None)
 
     @api.route("/v1/triggertypes/<string:refOrId>", ["GET"])
     async def showTriggerType(request, principal: Principal, refOrId: str):
@@ -76,7 +69,7 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
     @api.route("/v1/triggers", ["GET"])
     async def listTriggers(request, principal: Principal):
         filters = {k: v for k in ("type", "pack", "name") if (v := arg(request, k)) is not None}
-        reply = await _listed(store, "triggers", filters, [("pack", 1), ("name", 1)], request, None)
+        reply = await listPage(store, "triggers", filters, [("pack", 1), ("name", 1)], request, None)
         return Reply([publicTrigger(d) for d in reply.body], reply.code, reply.headers)
 
     @api.route("/v1/triggers/<string:refOrId>", ["GET"])
@@ -105,7 +98,7 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
             filters["status"] = status
         _range(filters, "occurrence_time", "$gt", timestampArg(request, "timestamp_gt"))
         _range(filters, "occurrence_time", "$lt", timestampArg(request, "timestamp_lt"))
-        return await _listed(store, "triggerinstances", filters, [("occurrence_time", -1), ("id", -1)], request, 100)
+        return await listPage(store, "triggerinstances", filters, [("occurrence_time", -1), ("id", -1)], request, 100)
 
     @api.route("/v1/triggerinstances/<string:instanceId>", ["GET"])
     async def showTriggerInstance(request, principal: Principal, instanceId: str):
@@ -135,17 +128,13 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
 
     @api.route("/v1/ruleenforcements", ["GET"])
     async def listEnforcements(request, principal: Principal):
-        filters: Dict[str, Any] = {}
-        for name, path in (("rule_ref", "rule.ref"), ("rule_id", "rule.id"), ("execution", "execution_id"), ("trigger_instance", "trigger_instance_id")):
-            value = arg(request, name)
-            if value is not None:
-                filters[path] = value
+        filters = filtersFrom(request, {"rule_ref": "rule.ref", "rule_id": "rule.id", "execution": "execution_id", "trigger_instance": "trigger_instance_id"})
         exact = timestampArg(request, "enforced_at")
         if exact is not None:
             filters["enforced_at"] = exact
         _range(filters, "enforced_at", "$gt", timestampArg(request, "enforced_at_gt"))
         _range(filters, "enforced_at", "$lt", timestampArg(request, "enforced_at_lt"))
-        return await _listed(store, "ruleenforcements", filters, [("enforced_at", -1), ("rule.ref", 1)], request, 50)
+        return await listPage(store, "ruleenforcements", filters, [("enforced_at", -1), ("rule.ref", 1)], request, 50)
 
     @api.route("/v1/ruleenforcements/<string:enforcementId>", ["GET"])
     async def showEnforcement(request, principal: Principal, enforcementId: str):
