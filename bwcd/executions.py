@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from bwcd.runners.params import ParameterError, maskSecrets, mergeSchema, validateParameters
 from bwcd.runners.types import runnerParameters, runnerTypeDict
 from bwcd.store.interface import IStore, newId
+from bwcd.templating import ParameterRenderError, renderParameters
 from bwcd.timeutil import isoformat, parseIso, utcnow
 
 log = Logger(namespace="bwcd.executions")
@@ -54,8 +55,6 @@ def liveParameters(schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, 
 
     @raise ExecutionRequestError: a template could not be rendered.
     """
-    from bwcd.templating import ParameterRenderError, renderParameters
-
     toRender = dict(given)
     for name, spec in schema.items():
         if name not in toRender and spec and _hasTemplate(spec.get("default")):
@@ -245,6 +244,22 @@ class ExecutionService:
             log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
         self.wake()
         return doc
+
+    async def settleOrphan(self, doc: Mapping[str, Any], error: str) -> Optional[dict]:
+        """
+        Settle an execution claimed by a process that is gone: a running one
+        ends C{abandoned} with C{error} (its child died with the process); a
+        claimed but unstarted one goes back to the queue.  Conditional, so
+        several processes settling at once change it once.
+        """
+        if doc["status"] == "running":
+            return await self.transition(doc["id"], ["running"], "abandoned", startTimestamp=doc["start_timestamp"], result={"error": error})
+        requeued = await self._store.update(
+            "executions", {"id": doc["id"], "status": "scheduled", "node": doc.get("node")}, set={"status": "requested", "node": None}
+        )
+        if requeued is not None:
+            self._queuedDelta += 1
+        return requeued
 
     async def releaseDelayed(self) -> int:
         """

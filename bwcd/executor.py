@@ -100,13 +100,11 @@ class Executor(Service):
         running ones are C{abandoned} (their children died with it), claimed
         but not yet started ones go back to the queue.
         """
-        stale = await self._store.find("executions", {"status": "running", "node": self.nodeId})
-        for doc in stale:
-            await self._executions.transition(doc["id"], ["running"], "abandoned", result={"error": "bwcd stopped while the action was running"})
-            log.warn("Execution {execution_id} abandoned: bwcd died while it ran", execution_id=doc["id"])
-        queued = await self._store.find("executions", {"status": "scheduled", "node": self.nodeId})
-        for doc in queued:
-            await self._store.update("executions", {"id": doc["id"], "status": "scheduled"}, set={"status": "requested", "node": None})
+        left = await self._store.find("executions", {"status": {"$in": ["running", "scheduled"]}, "node": self.nodeId})
+        for doc in left:
+            settled = await self._executions.settleOrphan(doc, "bwcd stopped while the action was running")
+            if settled is not None and settled["status"] == "abandoned":
+                log.warn("Execution {execution_id} abandoned: bwcd died while it ran", execution_id=doc["id"])
 
     async def stopService(self) -> None:  # type: ignore[override]
         """

@@ -91,13 +91,7 @@ class NodeWatch:
                 alive[node] = seen is not None and (now - parseIso(seen)).total_seconds() < self.timeout
             if alive[node]:
                 continue
-            if doc["status"] == "running":
-                done = await self._executions.transition(
-                    doc["id"], ["running"], "abandoned", startTimestamp=doc["start_timestamp"],
-                    result={"error": f"bwcd node {node} stopped answering while the action ran"},
-                )
-            else:
-                done = await self._store.update("executions", {"id": doc["id"], "status": "scheduled", "node": node}, set={"status": "requested", "node": None})
+            done = await self._executions.settleOrphan(doc, f"bwcd node {node} stopped answering while the action ran")
             if done is not None:
                 changed += 1
                 log.warn("Execution {execution_id} of dead node {node}: {status}", execution_id=doc["id"], node=node, status=done["status"])
