@@ -10,7 +10,7 @@ import json
 from typing import Any, Dict
 
 from bwcd.api.framework import Api, ApiError, Principal, Reply
-from bwcd.api.query import arg, listHeaders, paging
+from bwcd.api.query import arg, filtersFrom, listPage
 from bwcd.executions import ExecutionRequestError, ExecutionService, QueueFull, publicDocument
 from bwcd.store.interface import IStore
 
@@ -109,13 +109,8 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
 
     @api.route([p for p in PREFIXES], ["GET"])
     async def listExecutions(request, principal: Principal):
-        limit, offset = paging(request)
-        query: Dict[str, Any] = {}
-        for name, path in FILTERS.items():
-            value = arg(request, name)
-            if value is None:
-                continue
-            query[path] = None if value == "null" else value
+        # "null" means "the field is absent" (the CLI sends parent=null)
+        query = {path: (None if value == "null" else value) for path, value in filtersFrom(request, FILTERS).items()}
         gt, lt = arg(request, "timestamp_gt"), arg(request, "timestamp_lt")
         if gt or lt:
             cond = {}
@@ -128,20 +123,19 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
         if ids:
             query["id"] = {"$in": ids.split(",")[:100]}
         ascending = bool(gt) or arg(request, "sort_asc") in ("True", "true", "1") or arg(request, "sort") == "asc"
-        order = 1 if ascending else -1
-        total = await store.count("executions", query)
-        docs = await store.find("executions", query, sort=[("start_timestamp", order), ("action.ref", 1)], limit=limit, offset=offset)
         exclude = set((arg(request, "exclude_attributes") or "").split(",")) - {""}
         bad = exclude - {"result", "trigger_instance", "status"}
         if bad:
             raise ApiError(400, f"Invalid or unsupported exclude attribute specified: {sorted(bad)[0]}")
-        body = []
-        for d in docs:
-            pub = publicDocument(d)
+
+        def present(doc: dict) -> dict:
+            shown = publicDocument(doc)
             for field in exclude:
-                pub.pop(field, None)
-            body.append(pub)
-        return Reply(body, 200, listHeaders(total, limit))
+                shown.pop(field, None)
+            return shown
+
+        sort = [("start_timestamp", 1 if ascending else -1), ("action.ref", 1)]
+        return await listPage(store, "executions", query, sort, request, 100, present)
 
     @api.route([p + "/<string:execId>" for p in PREFIXES], ["GET"])
     async def show(request, principal: Principal, execId: str):

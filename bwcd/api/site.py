@@ -84,28 +84,17 @@ class BwcdRequest(Request):
             return
         super().handleContentChunk(data)
 
-    def getClientAddress(self):  # type: ignore[override]
-        return super().getClientAddress()
-
     def forwardedFor(self) -> str:
         """
         The client's address: the first X-Forwarded-For hop when the peer is a
         trusted proxy, else the peer itself.
         """
-        peer = getattr(super().getClientAddress(), "host", "") or ""
+        peer = getattr(self.getClientAddress(), "host", "") or ""
         if peer in self.site.trustedProxies:
             forwarded = self.getHeader(b"x-forwarded-for")
             if forwarded:
                 return forwarded.split(b",")[0].strip().decode("latin-1")
         return peer
-
-    def forwardedProto(self) -> str:
-        peer = getattr(super().getClientAddress(), "host", "") or ""
-        if peer in self.site.trustedProxies:
-            proto = self.getHeader(b"x-forwarded-proto")
-            if proto in (b"http", b"https"):
-                return proto.decode("ascii")
-        return "https" if self.isSecure() else "http"
 
     def process(self) -> None:
         self.site = self.channel.site
