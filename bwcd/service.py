@@ -35,12 +35,12 @@ from bwcd.auth.credentials import Authenticator
 from bwcd.auth.htpasswd import Htpasswd
 from bwcd.auth.tokens import Tokens
 from bwcd.config import Config
-from bwcd.executions import ExecutionService
-from bwcd.executor import Executor
+from bwcd.execution.service import ExecutionService
+from bwcd.execution.executor import Executor
 from bwcd.metrics import Metrics
-from bwcd.nodes import NodeWatch
+from bwcd.execution.nodes import NodeWatch
 from bwcd.packs.registrar import packFolders, registerActions, registerRunnerTypes
-from bwcd.runners.local import LocalRunner
+from bwcd.execution.runners.local import LocalRunner
 from bwcd.store.url import openStore
 from bwcd.webhooks import RulesExtension
 

@@ -17,7 +17,7 @@ from bwcd.rules.criteria import (
     renderPattern,
     validateCriteria,
 )
-from bwcd.templating import renderTemplate
+from bwcd.rules.templating import renderTemplate
 
 ALLOWED = (
     "['matchwildcard', 'matchregex', 'regex', 'iregex', 'eq', 'equals', 'neq', 'nequals', "

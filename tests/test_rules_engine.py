@@ -18,8 +18,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from bwcd.api.rule_routes import deleteRule, prepareRule, saveRule
-from bwcd.executions import ExecutionService
-from bwcd.executor import Executor
+from bwcd.execution.service import ExecutionService
+from bwcd.execution.executor import Executor
 from bwcd.packs.loader import findPacks
 from bwcd.packs.registrar import registerActions, registerRunnerTypes
 from bwcd.packs.rules import registerPackContent
@@ -33,10 +33,10 @@ from bwcd.rules.engine import (
     executionIdFor,
 )
 from bwcd.rules.index import RuleIndex
-from bwcd.runners.local import LocalRunner
+from bwcd.execution.runners.local import LocalRunner
 from bwcd.store.interface import StoreUnavailable
 from bwcd.store.sqlite import SQLiteStore
-from bwcd.triggers import ensureSystemTriggerTypes
+from bwcd.rules.triggers import ensureSystemTriggerTypes
 
 COMPLETED = ("succeeded", "failed", "timeout", "canceled", "abandoned")
 

@@ -1,6 +1,6 @@
 """
 Tests for the pure parts of rules and triggers: L{bwcd.rules.model}, the
-document and schema helpers of L{bwcd.triggers}, and reading pack files in
+document and schema helpers of L{bwcd.rules.triggers}, and reading pack files in
 L{bwcd.packs.rules}.
 """
 
@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from bwcd.packs.loader import Pack
 from bwcd.packs.rules import loadRules
 from bwcd.rules.model import RuleError, normaliseRule, ruleFromYaml
-from bwcd.triggers import (
+from bwcd.rules.triggers import (
     SYSTEM_TRIGGER_TYPES,
     TriggerError,
     loadTriggerTypes,

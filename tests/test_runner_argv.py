@@ -1,5 +1,5 @@
 """
-Tests for L{bwcd.runners.argv}.
+Tests for L{bwcd.execution.runners.argv}.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import shlex
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bwcd.runners.argv import (
+from bwcd.execution.runners.argv import (
     actionArgv,
     argvToShell,
     namedArgs,

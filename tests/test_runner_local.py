@@ -1,5 +1,5 @@
 """
-Tests for L{bwcd.runners.local} and L{bwcd.runners.result}.
+Tests for L{bwcd.execution.runners.local} and L{bwcd.execution.runners.result}.
 
 L{LocalProcessTests} runs real child processes on the real reactor; the
 kill sequence's later stages are also driven step by step with a fake
@@ -21,10 +21,10 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bwcd.runners import local
-from bwcd.runners.argv import scriptArgv, shellCmdArgv
-from bwcd.runners.local import LocalRunner, RunResult, ensureExecutable, findSetsid
-from bwcd.runners.result import (
+from bwcd.execution.runners import local
+from bwcd.execution.runners.argv import scriptArgv, shellCmdArgv
+from bwcd.execution.runners.local import LocalRunner, RunResult, ensureExecutable, findSetsid
+from bwcd.execution.runners.result import (
     buildResult,
     jsonOrText,
     statusForExitCode,
@@ -684,7 +684,7 @@ class KillSequenceTests(SynchronousTestCase):
 
 class ResultTests(SynchronousTestCase):
     """
-    L{bwcd.runners.result}.
+    L{bwcd.execution.runners.result}.
     """
 
     def test_strip(self):

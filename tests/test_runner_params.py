@@ -1,5 +1,5 @@
 """
-Tests for L{bwcd.runners.params} and L{bwcd.runners.types}.
+Tests for L{bwcd.execution.runners.params} and L{bwcd.execution.runners.types}.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import copy
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bwcd.runners.params import (
+from bwcd.execution.runners.params import (
     MASKED_VALUE,
     ParameterError,
     ParameterOverrideError,
@@ -18,7 +18,7 @@ from bwcd.runners.params import (
     splitRunnerAndAction,
     validateParameters,
 )
-from bwcd.runners.types import (
+from bwcd.execution.runners.types import (
     LOCAL_SHELL_CMD,
     LOCAL_SHELL_SCRIPT,
     runnerNames,

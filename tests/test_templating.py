@@ -1,5 +1,5 @@
 """
-Tests for L{bwcd.templating}: the sandboxed Jinja environment, its filters,
+Tests for L{bwcd.rules.templating}: the sandboxed Jinja environment, its filters,
 parameter rendering with dependencies, and casts.
 """
 
@@ -9,8 +9,8 @@ import subprocess
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from twisted.trial.unittest import SynchronousTestCase
 
-from bwcd import templating
-from bwcd.templating import (
+from bwcd.rules import templating
+from bwcd.rules.templating import (
     FILTERS,
     NONE_MAGIC_VALUE,
     ParameterRenderError,

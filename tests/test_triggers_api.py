@@ -1,6 +1,6 @@
 """
 Tests for L{bwcd.api.rule_routes}, L{bwcd.api.trigger_routes},
-L{bwcd.triggers}' store functions and L{bwcd.packs.rules}: rules, trigger
+L{bwcd.rules.triggers}' store functions and L{bwcd.packs.rules}: rules, trigger
 types, triggers, trigger instances and rule enforcements over the API, with
 a real SQLite store and rules engine.
 """
@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from bwcd.packs.loader import findPacks
 from bwcd.packs.rules import registerPackContent
-from bwcd.triggers import SYSTEM_TRIGGER_TYPES, ensureSystemTriggerTypes
+from bwcd.rules.triggers import SYSTEM_TRIGGER_TYPES, ensureSystemTriggerTypes
 from tests.test_rules_engine import webhookRule
 from tests.test_webhooks_api import apiHarness, examplePack, header
 

@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 from bwcd.api.framework import Api, ApiError, Principal, Reply
 from bwcd.api.query import arg, filtersFrom, listPage
-from bwcd.executions import ExecutionRequestError, ExecutionService, QueueFull, publicDocument
+from bwcd.execution.service import ExecutionRequestError, ExecutionService, QueueFull, publicDocument
 from bwcd.store.interface import IStore
 
 PREFIXES = ("/v1/executions", "/v1/actionexecutions", "/api/v1/executions")

@@ -23,7 +23,7 @@ from bwcd.api.query import boolArg, filtersFrom, listPage
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.model import RuleError, normaliseRule, publicRule
 from bwcd.store.interface import IStore, StoreError, newId
-from bwcd.triggers import TriggerError, releaseTrigger, triggerForRule
+from bwcd.rules.triggers import TriggerError, releaseTrigger, triggerForRule
 
 log = Logger(namespace="bwcd.api.rules")
 

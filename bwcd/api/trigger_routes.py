@@ -18,7 +18,7 @@ from bwcd.rules.engine import Overloaded, RulesEngine, ShuttingDown
 from bwcd.rules.index import RuleIndex
 from bwcd.store.interface import IStore
 from bwcd.timeutil import isoformat, parseIso
-from bwcd.triggers import publicTrigger
+from bwcd.rules.triggers import publicTrigger
 
 def timestampArg(request, name: str) -> Optional[str]:
     """

@@ -28,10 +28,10 @@ from twisted.internet.interfaces import IReactorTime
 from bwcd.api.framework import Api, ApiError, Principal, Reply, RestOfPath
 from bwcd.api.execution_routes import queueFullError
 from bwcd.api.query import arg
-from bwcd.executions import QueueFull
+from bwcd.execution.service import QueueFull
 from bwcd.rules.engine import Outcome, Overloaded, RulesEngine, ShuttingDown
 from bwcd.rules.index import RuleIndex
-from bwcd.triggers import GENERIC_HOOK, payloadError, publicTrigger
+from bwcd.rules.triggers import GENERIC_HOOK, payloadError, publicTrigger
 from bwcd.webhooks.body import BodyError, parseBody
 from bwcd.webhooks.headers import payloadHeaders
 
@@ -154,7 +154,7 @@ def installWebhookRoutes(
     """
     Add the webhook routes to C{api}.
 
-    @param executions: the L{bwcd.executions.ExecutionService} (for waits).
+    @param executions: the L{bwcd.execution.service.ExecutionService} (for waits).
     @param store: read only on the C{wait} path.
     """
     api.app.url_map.converters["bwcdrest"] = RestOfPath

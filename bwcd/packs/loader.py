@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 import attrs
 import yaml
 
-from bwcd.runners.types import LOCAL_SHELL_CMD, LOCAL_SHELL_SCRIPT, RUNNER_TYPES
+from bwcd.execution.runners.types import LOCAL_SHELL_CMD, LOCAL_SHELL_SCRIPT, RUNNER_TYPES
 
 CORE_PACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core")
 

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Tuple
 from twisted.logger import Logger
 
 from bwcd.packs.loader import Pack, Problem, findPacks, loadActions
-from bwcd.runners.types import runnerNames, runnerTypeDict
+from bwcd.execution.runners.types import runnerNames, runnerTypeDict
 from bwcd.store.interface import IStore, newId
 
 log = Logger(namespace="bwcd.packs")

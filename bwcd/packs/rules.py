@@ -23,7 +23,7 @@ from bwcd.packs.loader import Pack, Problem, loadFolder
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.model import RuleError, ruleFromYaml
 from bwcd.store.interface import IStore, StoreError
-from bwcd.triggers import TriggerError, registerPackTriggerTypes, triggerForRule
+from bwcd.rules.triggers import TriggerError, registerPackTriggerTypes, triggerForRule
 
 log = Logger(namespace="bwcd.packs.rules")
 
@@ -98,7 +98,7 @@ async def registerPackContent(store: IStore, index: RuleIndex, packs: Iterable[P
     Register the trigger types, then the rules, of C{packs}, log every file
     skipped, and make every process (this one included) see the result.
 
-    Call after the system trigger types (L{bwcd.triggers.ensureSystemTriggerTypes})
+    Call after the system trigger types (L{bwcd.rules.triggers.ensureSystemTriggerTypes})
     and the actions are registered, at start and on SIGHUP.
 
     @return: the problems met.

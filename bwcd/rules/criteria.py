@@ -33,7 +33,7 @@ from attrs import frozen
 from bwcd.rules import operators
 from bwcd.rules.operators import Now, resolveNow
 from bwcd.rules.payload import Getter, compileLookup
-from bwcd.templating import renderTemplate
+from bwcd.rules.templating import renderTemplate
 
 __all__ = [
     "CriteriaError",
@@ -302,7 +302,7 @@ def evaluate(rule_ref: str, instance_id: str,
     @param criteria: the rule's criteria, or L{compileCriteria}'s result
         for them (faster when the rule is matched repeatedly).
     @param render: C{render(source, context) -> str} renders one Jinja
-        template; defaults to L{bwcd.templating.renderTemplate}.
+        template; defaults to L{bwcd.rules.templating.renderTemplate}.
     @param now: the current time for the timediff operators: an aware or
         UTC-naive datetime, epoch seconds, or a callable returning either;
         it is read at most once.

@@ -55,13 +55,13 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gathe
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from bwcd.executions import ExecutionRequestError
+from bwcd.execution.service import ExecutionRequestError
 from bwcd.rules.criteria import evaluate
 from bwcd.rules.index import IndexedRule, RuleIndex
 from bwcd.rules.model import publicRule
 from bwcd.store.interface import DuplicateKey, IStore, StoreError, newId
 from bwcd.timeutil import isoformat, parseIso, utcnow
-from bwcd.triggers import ACTION_TRIGGER_TYPE, publicTrigger
+from bwcd.rules.triggers import ACTION_TRIGGER_TYPE, publicTrigger
 
 log = Logger(namespace="bwcd.rules.engine")
 
@@ -162,7 +162,7 @@ class _Item:
 
 class RulesEngine:
     """
-    @param executions: the L{bwcd.executions.ExecutionService}.
+    @param executions: the L{bwcd.execution.service.ExecutionService}.
     @param systemUser: C{context.user} of executions started by rules.
     @param maxQueued: most instances waiting or in processing at once.
     @param concurrency: most instances processed at once.

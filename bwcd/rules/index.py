@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from bwcd.rules.criteria import CompiledCriteria, compileCriteria
 from bwcd.store.interface import DuplicateKey, IStore, StoreError, newId
-from bwcd.triggers import webhookUrl
+from bwcd.rules.triggers import webhookUrl
 
 log = Logger(namespace="bwcd.rules.index")
 

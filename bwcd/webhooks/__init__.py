@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_webhooks_e2e -*-
 """
 Receiving webhooks and running rules: the pieces (body and header parsing
-here, L{bwcd.rules}, L{bwcd.triggers}, the API routes) and
+here, L{bwcd.rules}, L{bwcd.rules.triggers}, the API routes) and
 L{RulesExtension}, which assembles them for the daemon.
 
 Imports happen inside L{RulesExtension} so that importing
@@ -63,7 +63,7 @@ class RulesExtension:
 
     async def register(self, packs: Iterable[Any]) -> None:
         from bwcd.packs.rules import registerPackContent
-        from bwcd.triggers import ensureSystemTriggerTypes
+        from bwcd.rules.triggers import ensureSystemTriggerTypes
 
         await ensureSystemTriggerTypes(self._store)
         await registerPackContent(self._store, self.index, packs)

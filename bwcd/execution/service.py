@@ -18,13 +18,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from bwcd.runners.params import ParameterError, maskSecrets, mergeSchema, validateParameters
-from bwcd.runners.types import runnerParameters, runnerTypeDict
+from bwcd.execution.runners.params import ParameterError, maskSecrets, mergeSchema, validateParameters
+from bwcd.execution.runners.types import runnerParameters, runnerTypeDict
 from bwcd.store.interface import IStore, newId
-from bwcd.templating import ParameterRenderError, renderParameters
+from bwcd.rules.templating import ParameterRenderError, renderParameters
 from bwcd.timeutil import isoformat, parseIso, utcnow
 
-log = Logger(namespace="bwcd.executions")
+log = Logger(namespace="bwcd.execution.service")
 
 COMPLETED = frozenset({"succeeded", "failed", "timeout", "canceled", "abandoned"})
 CANCELABLE = frozenset({"requested", "scheduled", "delayed", "running", "pausing", "paused", "resuming"})

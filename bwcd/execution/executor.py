@@ -23,15 +23,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from bwcd.executions import COMPLETED, ExecutionService
-from bwcd.runners.argv import argvToShell, scriptArgv, shellCmdArgv, sudoArgv
-from bwcd.runners.params import splitRunnerAndAction
-from bwcd.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
+from bwcd.execution.service import COMPLETED, ExecutionService
+from bwcd.execution.runners.argv import argvToShell, scriptArgv, shellCmdArgv, sudoArgv
+from bwcd.execution.runners.params import splitRunnerAndAction
+from bwcd.execution.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
 from bwcd.store.interface import IStore
 from bwcd.packs.loader import scriptPath
-from bwcd.runners.local import ensureExecutable
+from bwcd.execution.runners.local import ensureExecutable
 
-log = Logger(namespace="bwcd.executor")
+log = Logger(namespace="bwcd.execution.executor")
 
 
 class Executor(Service):

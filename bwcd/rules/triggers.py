@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from bwcd.packs.loader import Pack, Problem, loadFolder
 from bwcd.store.interface import DuplicateKey, IStore, newId
 
-log = Logger(namespace="bwcd.triggers")
+log = Logger(namespace="bwcd.rules.triggers")
 
 WEBHOOK_TYPE = "core.st2.webhook"
 ACTION_TRIGGER_TYPE = "core.st2.generic.actiontrigger"

@@ -20,11 +20,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from bwcd.executions import ExecutionService
+from bwcd.execution.service import ExecutionService
 from bwcd.store.interface import DuplicateKey, IStore
 from bwcd.timeutil import isoformat, parseIso, utcnow
 
-log = Logger(namespace="bwcd.nodes")
+log = Logger(namespace="bwcd.execution.nodes")
 
 PREFIX = "__bwcd.node."
 

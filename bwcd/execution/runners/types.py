@@ -5,7 +5,7 @@ C{/v1/runnertypes}.
 
 They are data, not code, because clients (the CLI's C{st2 run} help, the web
 UI's parameter forms) read C{runner_parameters} to learn which parameters an
-action takes, and because L{bwcd.runners.params.mergeSchema} merges them with
+action takes, and because L{bwcd.execution.runners.params.mergeSchema} merges them with
 the action's own parameters to build the validation schema.  Names, types and
 defaults are exactly those of st2's C{local_runner/runner.yaml}.
 """

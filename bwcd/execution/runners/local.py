@@ -43,7 +43,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bwcd.runners.result import (
+from bwcd.execution.runners.result import (
     ABANDONED,
     CANCELED,
     SIGKILL_EXIT_CODE,
@@ -73,7 +73,7 @@ DEFAULT_OUTPUT_MAX_BYTES = 4 * 1024 * 1024
 
 _STREAMS = {1: "stdout", 2: "stderr"}
 
-_log = Logger(namespace="bwcd.runners.local")
+_log = Logger(namespace="bwcd.execution.runners.local")
 
 # Indirection so tests with a fake reactor (and fake pids) never signal real
 # process groups.
@@ -118,7 +118,7 @@ class RunResult:
 
     @ivar status: the execution status it implies: C{succeeded}, C{failed},
         C{timeout}, C{canceled} or C{abandoned}.
-    @ivar result: the st2 result document (see L{bwcd.runners.result}).
+    @ivar result: the st2 result document (see L{bwcd.execution.runners.result}).
     @ivar return_code: as in C{result}: the exit status, minus the signal
         number when killed by a signal, -9 on timeout, -15 when abandoned.
     @ivar pid: the child's pid (and process group id).
@@ -439,7 +439,7 @@ class LocalRunner:
         @param stdin: bytes written to the child's stdin before it is
             closed (the sudo password line for C{sudo -S}).
         @param sudo_password_used: recognise sudo's wrong-password answer
-            in stderr (see L{bwcd.runners.result.buildResult}).
+            in stderr (see L{bwcd.execution.runners.result.buildResult}).
 
         @raise OSError: when the process cannot be started (for example
             C{FileNotFoundError} for a missing C{cwd}); the caller reports

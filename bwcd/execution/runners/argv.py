@@ -128,7 +128,7 @@ def scriptArgv(
     @param action_params_schema: the action's own parameter map (its
         metadata), where C{position} attributes are declared.
     @param params: the action's parameters only, without runner parameters
-        (see L{bwcd.runners.params.splitRunnerAndAction}); their order is the
+        (see L{bwcd.execution.runners.params.splitRunnerAndAction}); their order is the
         order of the named arguments.
     @param cmd: the C{cmd} runner parameter.  When set, it is split like a
         shell would split it and used as the positional part, and every

@@ -1,0 +1,1 @@
+"""bwcd.execution.runners."""
