@@ -89,8 +89,18 @@ class Unavailable(DomainError):
     """
 
 
+def duplicateConflict(detail: str, conflictId: Optional[str]) -> Conflict:
+    """
+    StackStorm's answer to a unique-key clash (a rule, key or record that
+    already exists), naming the stored document the new one clashes with,
+    so that every layer that meets a duplicate words it the same way.
+    """
+    return Conflict(f"Tried to save duplicate unique keys ({detail})", extra={"conflict-id": conflictId})
+
+
 __all__ = [
     "DomainError",
+    "duplicateConflict",
     "Invalid",
     "Unauthenticated",
     "Refused",

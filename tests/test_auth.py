@@ -25,9 +25,13 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bwcd.api.auth_routes import TOKEN_PATHS, installApiKeyRoutes, installTokenRoutes, parseBasic
+from bwcd.api import framework
 from bwcd.api.framework import Api
-from bwcd.auth.apikeys import ApiKeys, generateKey, hashKey
+from bwcd.auth.apikeys import ApiKeyNotFound, ApiKeys, KeyHashChange, generateKey, hashKey
 from bwcd.auth.credentials import Authenticator, ValidationCache, findCredential
+from bwcd.auth.principal import Principal
+from bwcd.auth.tokens import TtlError
+from bwcd.errors import Invalid, NotFound, Unauthenticated
 from bwcd.auth.htpasswd import Htpasswd, UsersFileError, hashPassword, parseUsers, setPassword
 from bwcd.auth.tokens import Tokens, hashToken
 from bwcd.config import ApiConfig, Config
@@ -41,6 +45,18 @@ MISSING = "Unauthorized - One of Token or API key required."
 DISABLED = "Unauthorized - API key is disabled."
 EXPIRED = "Unauthorized - Token has expired."
 BAD_LOGIN = "Invalid or missing credentials"
+
+
+#: bodies the one JSON parser refuses: each must be a 400, never a 500
+HOSTILE = (
+    b"[" * 5000 + b"]" * 5000,
+    b'{"ttl": NaN}',
+    b'{"ttl": Infinity}',
+    b'{"ttl": 1e309}',
+    b'{"user": "\\ud800"}',
+    b'{"user": "\xff"}',
+    b"{nope",
+)
 
 
 def basic(user: str, password: str, scheme: str = "Basic") -> str:
@@ -93,7 +109,8 @@ class Harness(TestCase):
         self.tokens = Tokens(self.store, self.clock, ttl=3600, maxTtl=7200)
         self.apikeys = ApiKeys(self.store, self.clock)
         self.authenticator = Authenticator(self.tokens, self.apikeys, self.authEnabled, "stanley")
-        self.api = Api(self.authenticator.authenticate)
+        # as the daemon wires it: JSON routes need a JSON type when auth is off
+        self.api = Api(self.authenticator.authenticate, requireJsonContentType=not self.authEnabled)
         self.api.ready = True
         config = Config(api=ApiConfig(public_url=PUBLIC_URL))
         installTokenRoutes(self.api, self.tokens, self.htpasswd, config, paths=TOKEN_PATHS)
@@ -290,6 +307,33 @@ class CredentialCheckTests(Harness):
         created = await self.newKey(user="ci-bot")
         code, _, body = await self.call("GET", "/v1/whoami", {"St2-Api-Key": created["key"]})
         self.assertEqual((code, body), (200, {"user": "ci-bot", "method": "apikey", "id": created["id"]}))
+
+    async def test_refusalsAreDomainErrors(self) -> None:
+        """
+        The credential check raises L{Unauthenticated} with st2's messages
+        (the API answers it as a 401); it returns the L{Principal} the API
+        layer re-exports.
+        """
+
+        class R:
+            args: dict = {}
+
+            def __init__(self, headers: dict) -> None:
+                self.headers = headers
+
+            def getHeader(self, name: bytes) -> Optional[bytes]:
+                return self.headers.get(name.decode().lower())
+
+        with self.assertRaises(Unauthenticated) as cm:
+            await self.authenticator.authenticate(R({}))
+        self.assertEqual(cm.exception.faultstring, MISSING)
+        with self.assertRaises(Unauthenticated) as cm:
+            await self.settle(Deferred.fromCoroutine(self.authenticator.authenticate(R({"x-auth-token": b"bogus"}))))
+        self.assertEqual(cm.exception.faultstring, "Unauthorized")
+        token = (await self.login())["token"]
+        principal = await self.settle(Deferred.fromCoroutine(self.authenticator.authenticate(R({"x-auth-token": token.encode()}))))
+        self.assertIs(framework.Principal, Principal)
+        self.assertEqual((type(principal), principal.user, principal.admin), (Principal, "alice", True))
 
     async def test_secretsNeverLogged(self) -> None:
         """
@@ -533,6 +577,34 @@ class TokenRouteTests(Harness):
         self.assertEqual(code, 400)
         self.assertTrue(body["faultstring"].startswith("Failed to parse request body"))
 
+    async def test_hostileJsonIs400(self) -> None:
+        """
+        Deep, NaN, Infinity, 1e309, lone-surrogate and invalid UTF-8 bodies
+        are 400s when logging in and validating, never 500s.
+        """
+        auth = {"Authorization": basic("alice", "correct horse"), "Content-Type": "application/json"}
+        token = (await self.login())["token"]
+        for path, headers in (("/auth/v1/tokens", auth), ("/auth/v1/tokens/validate", {"X-Auth-Token": token})):
+            for raw in HOSTILE:
+                code, _, body = await self.call("POST", path, headers, raw=raw)
+                self.assertEqual(code, 400, (path, raw[:40]))
+                self.assertTrue(body["faultstring"].startswith("Failed to parse request body: "), body)
+        for body in ([], "x", {"ttl": []}, {"ttl": {"a": 1}}, {"user": []}):
+            code, _, answer = await self.call("POST", "/auth/v1/tokens", auth, body=body)
+            self.assertEqual(code, 400, (body, answer))
+        for body in ([], "x", {"token": []}, {"token": {"a": 1}}):
+            code, _, answer = await self.call("POST", "/auth/v1/tokens/validate", {"X-Auth-Token": token}, body=body)
+            self.assertEqual((code, answer), (400, {"faultstring": "Token is not provided."}), body)
+
+    async def test_ttlErrorIsInvalid(self) -> None:
+        """
+        A TTL out of range is the domain's L{Invalid}, with st2's message.
+        """
+        with self.assertRaises(Invalid) as cm:
+            await self.tokens.issue("alice", ttl=7201)
+        self.assertIsInstance(cm.exception, TtlError)
+        self.assertEqual((cm.exception.faultstring, str(cm.exception)), ("TTL specified 7201 is greater than max allowed 7200.",) * 2)
+
     async def test_impersonationRefused(self) -> None:
         """
         Asking for another user's token is refused: bwcd has no service
@@ -649,6 +721,33 @@ class ApiKeyRouteTests(Harness):
             code, _, got = await self.call("POST", "/v1/apikeys", self.auth, body=body)
             self.assertEqual((code, got), (400, {"faultstring": message}))
 
+    async def test_hostileJsonIs400(self) -> None:
+        """
+        Hostile JSON bodies and misshapen values are 400s on create and
+        update, and create nothing.
+        """
+        created = (await self.call("POST", "/v1/apikeys", self.auth, body={}))[2]
+        for method, path in (("POST", "/v1/apikeys"), ("PUT", f"/v1/apikeys/{created['id']}")):
+            for raw in HOSTILE:
+                code, _, body = await self.call(method, path, {**self.auth, "Content-Type": "application/json"}, raw=raw)
+                self.assertEqual(code, 400, (method, raw[:40]))
+                self.assertTrue(body["faultstring"].startswith("Failed to parse request body: "), body)
+            for body in ([], "x", 1, {"metadata": "s"}, {"metadata": []}, {"user": []}, {"enabled": "x"}, {"key_hash": []}):
+                code, _, answer = await self.call(method, path, self.auth, body=body)
+                self.assertEqual(code, 400, (method, body, answer))
+        docs, total = await self.settle(Deferred.fromCoroutine(self.apikeys.list()))
+        self.assertEqual(total, 1)
+
+    async def test_errorsAreDomainKinds(self) -> None:
+        """
+        The key store's refusals are the domain's L{NotFound} and L{Invalid},
+        with st2's messages.
+        """
+        self.assertIsInstance(ApiKeyNotFound("k"), NotFound)
+        self.assertEqual(ApiKeyNotFound("k").faultstring, "ApiKey matching k for reference and id not found.")
+        self.assertIsInstance(KeyHashChange(), Invalid)
+        self.assertEqual(str(KeyHashChange()), "Update of key_hash is not allowed.")
+
     async def test_listMasked(self) -> None:
         """
         The list masks hashes and uids unless secrets are asked for, pages
@@ -747,6 +846,21 @@ class AuthDisabledTests(Harness):
             self.assertEqual((code, body), (200, {"user": "stanley", "method": "none", "id": None}))
         code, _, doc = await self.call("POST", "/v1/apikeys", body={})
         self.assertEqual((code, doc["user"]), (201, "stanley"))
+
+    async def test_jsonContentTypeRequired(self) -> None:
+        """
+        With auth disabled a body not labelled JSON is a 415 (a web page
+        can send text/plain cross-site without a preflight); a login with an
+        empty body of any type still works.
+        """
+        for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}, {}):
+            code, _, body = await self.call("POST", "/v1/apikeys", headers, raw=b"{}")
+            self.assertEqual(code, 415, headers)
+            self.assertIn("application/json", body["faultstring"])
+        code, _, _ = await self.call("POST", "/v1/apikeys", {"Content-Type": "application/json; charset=utf-8"}, raw=b"{}")
+        self.assertEqual(code, 201)
+        code, _, _ = await self.call("POST", "/auth/v1/tokens", {"Authorization": basic("alice", "correct horse"), "Content-Type": "text/plain"}, raw=b"")
+        self.assertEqual(code, 201)
 
 
 class HtpasswdTests(SynchronousTestCase):

@@ -7,15 +7,19 @@ a real SQLite store and rules engine.
 
 from __future__ import annotations
 
+import json
 import os
 
 from twisted.trial.unittest import TestCase
 
+from bwcd.api.framework import Api
+from bwcd.api.rule_routes import installRuleRoutes
+from bwcd.api.trigger_routes import installTriggerRoutes
 from bwcd.packs.loader import findPacks
 from bwcd.packs.rules import registerPackContent
 from bwcd.rules.triggers import SYSTEM_TRIGGER_TYPES, ensureSystemTriggerTypes
 from tests.test_rules_engine import webhookRule
-from tests.test_webhooks_api import apiHarness, examplePack, header
+from tests.test_webhooks_api import ApiClient, apiHarness, authenticate, examplePack, header
 
 
 class RuleApiTests(TestCase):
@@ -149,6 +153,48 @@ class RuleApiTests(TestCase):
         response, _ = await self.client.post("/v1/webhooks/sample", {})
         self.assertEqual(response.code, 404)
 
+    async def test_hostileJsonIs400(self):
+        """
+        Deep, NaN, Infinity, 1e309, lone-surrogate and invalid UTF-8 bodies
+        are 400s on create and replace, and store nothing.
+        """
+        _, stored = await self.client.post("/v1/rules", webhookRule(name="kept"))
+        good = json.dumps(webhookRule()).encode()
+        hostile = (
+            good[:-1] + b', "context": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+            good.replace(b'"enabled": true', b'"enabled": NaN'),
+            good.replace(b'"enabled": true', b'"enabled": Infinity'),
+            good.replace(b'"enabled": true', b'"enabled": 1e309'),
+            good.replace(b'"value1"', b'"\\ud800"'),
+            good.replace(b'"value1"', b'"\xff"'),
+        )
+        self.assertEqual(len(set(hostile)), len(hostile))
+        for path in ("/v1/rules", f"/v1/rules/{stored['id']}"):
+            for raw in hostile:
+                response, body = await self.client.request("POST" if path == "/v1/rules" else "PUT", path, data=raw, headers={"Content-Type": "application/json"})
+                self.assertEqual(response.code, 400, raw[:80])
+                self.assertTrue(body["faultstring"].startswith("Failed to parse request body: "), body)
+        _, rules = await self.client.get("/v1/rules")
+        self.assertEqual(rules, [stored])
+
+    async def test_wrongShapesAre400(self):
+        """
+        A JSON value of the wrong shape, at the top or nested, is a 400 with
+        a message, never a 500.
+        """
+        bodies = [[], "x", 1, None]
+        for field in ("trigger", "criteria", "action", "context"):
+            bodies.extend(dict(webhookRule(), **{field: v}) for v in ("s", [], 1, [{"a": 1}]))
+        bodies.extend(dict(webhookRule(), tags=v) for v in ("s", 1, [1], [{"a": 1}]))
+        bodies.append(webhookRule(criteria={"trigger.a": "s"}))
+        bodies.append(dict(webhookRule(), action={"ref": "core.local", "parameters": []}))
+        bodies.append(dict(webhookRule(), trigger={"type": "core.st2.webhook", "parameters": "s"}))
+        for body in bodies:
+            response, answer = await self.client.post("/v1/rules", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+            self.assertEqual(response.code, 400, (body, answer))
+            self.assertIsInstance(answer["faultstring"], str)
+        self.assertEqual(await self.h.store.count("rules", {}), 0)
+
     async def test_missingRule(self):
         """
         PUT and DELETE of an unknown rule are 404.
@@ -264,6 +310,32 @@ class TriggerApiTests(TestCase):
         self.assertEqual(sorted(e["context"]["trigger_instance"]["id"] for e in executions), sorted([original, again]))
         response, _ = await self.client.post("/v1/triggerinstances/000000000000000000000000/re_emit")
         self.assertEqual(response.code, 404)
+
+
+    async def test_jsonContentTypeWhenAuthDisabled(self):
+        """
+        With auth disabled, creating a rule or re-emitting an instance needs
+        a JSON Content-Type: a cross-site text/plain POST is a 415.
+        """
+        api = Api(authenticate, requireJsonContentType=True)
+        api.ready = True
+        installRuleRoutes(api, self.h.store, self.h.index)
+        installTriggerRoutes(api, self.h.store, self.h.index, self.h.engine)
+        strict = ApiClient(api)
+        body = json.dumps(webhookRule()).encode()
+        response, answer = await strict.post("/v1/rules", data=body, headers={"Content-Type": "text/plain"})
+        self.assertEqual(response.code, 415)
+        self.assertIn("application/json", answer["faultstring"])
+        response, rule = await strict.post("/v1/rules", data=body, headers={"Content-Type": "application/json"})
+        self.assertEqual(response.code, 201)
+        response, _ = await self.client.post("/v1/webhooks/sample", {"key1": "value1"})
+        original = header(response, "X-BWC-Trigger-Instance")
+        for headers in ({}, {"Content-Type": "text/plain"}):
+            response, _ = await strict.post(f"/v1/triggerinstances/{original}/re_emit", data=b"", headers=headers)
+            self.assertEqual(response.code, 415, headers)
+        response, _ = await strict.post(f"/v1/triggerinstances/{original}/re_emit", data=b"{}", headers={"Content-Type": "application/json"})
+        self.assertEqual(response.code, 200)
+        await self.h.engine.whenIdle()
 
 
 class PackRegistrationTests(TestCase):

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any, Optional, Sequence, Tuple
 
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 from twisted.logger import Logger
 
-from bwcd.api.framework import Api, ApiError, Principal, Reply
-from bwcd.api.query import arg, boolArg, listHeaders, paging
-from bwcd.auth.apikeys import ApiKeyNotFound, ApiKeys, KeyHashChange, publicView, uidFor
+from bwcd.api.framework import Api, Principal, Reply, readJsonBody
+from bwcd.api.site import clientAddress
+from bwcd.api.query import arg, boolArg, callerIsAdmin, listHeaders, paging
+from bwcd.auth.apikeys import ApiKeys, publicView, uidFor
 from bwcd.auth.htpasswd import Htpasswd
-from bwcd.auth.tokens import Tokens, TtlError
+from bwcd.auth.tokens import Tokens
 from bwcd.config import Config
+from bwcd.errors import Invalid, Unauthenticated
 from bwcd.timeutil import ISO8601_UTC_REGEX
 
 log = Logger(namespace="bwcd.auth")
@@ -63,28 +64,18 @@ def readJson(request: Any) -> Any:
     The request body as JSON; an empty body is C{None} whatever its
     Content-Type (st2 clients send an empty text/plain body to C{/tokens}).
 
-    @raise ApiError: 400 when the body is not JSON.
+    @raise Invalid: the body is not acceptable JSON.
     """
-    content = request.content
-    if content is None:
-        return None
-    content.seek(0)
-    raw = content.read()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"Failed to parse request body: {e}")
+    return readJsonBody(request, required=False)
 
 
 def validateBody(schema: dict, body: Any) -> None:
     """
-    @raise ApiError: 400 with jsonschema's message, as st2's router gives.
+    @raise Invalid: with jsonschema's message, as st2's router gives.
     """
     error = best_match(Draft7Validator(schema).iter_errors(body))
     if error is not None:
-        raise ApiError(400, error.message)
+        raise Invalid(error.message)
 
 
 def parseBasic(header: Optional[str]) -> Optional[Tuple[str, str]]:
@@ -122,36 +113,29 @@ def installTokenRoutes(
 
     @api.route(list(paths), ["POST"], auth=False)
     async def createToken(request: Any, principal: Optional[Principal]) -> Reply:
-        body = readJson(request)
+        body = api.readJson(request, required=False, anyTypeWhenEmpty=True)
         validateBody(TOKEN_REQUEST_SCHEMA, body)
         body = body or {}
         header = request.getHeader(b"authorization")
         creds = parseBasic(header.decode("latin-1") if isinstance(header, bytes) else header)
         if creds is None:
-            raise ApiError(401, MSG_BAD_LOGIN)
+            raise Unauthenticated(MSG_BAD_LOGIN)
         user, password = creds
-        if not await htpasswd.check(user, password):
+        if not await htpasswd.check(user, password, client=clientAddress(request)):
             log.info("Refused password login for user {user}", user=user)
-            raise ApiError(401, MSG_BAD_LOGIN)
+            raise Unauthenticated(MSG_BAD_LOGIN)
         if body.get("user") or body.get("impersonate_user"):
-            raise ApiError(400, f'Current user "{user}" is not a service and cannot request impersonated tokens')
-        try:
-            doc = await tokens.issue(user, ttl=body.get("ttl"))
-        except TtlError as e:
-            raise ApiError(400, str(e))
+            raise Invalid(f'Current user "{user}" is not a service and cannot request impersonated tokens')
+        doc = await tokens.issue(user, ttl=body.get("ttl"))
         return Reply(doc, code=201, headers={"X-API-URL": apiUrl})
 
     @api.route([p.rstrip("/") + "/validate" for p in paths], ["POST"])
     async def validateToken(request: Any, principal: Principal) -> dict:
-        body = readJson(request)
+        body = api.readJson(request, required=False)
         token = body.get("token") if isinstance(body, dict) else None
         if not token or not isinstance(token, str):
-            raise ApiError(400, "Token is not provided.")
+            raise Invalid("Token is not provided.")
         return {"valid": await tokens.isValid(token)}
-
-
-def _notFound(e: ApiKeyNotFound) -> ApiError:
-    return ApiError(404, str(e))
 
 
 def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = APIKEY_PREFIXES) -> None:
@@ -163,7 +147,7 @@ def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = AP
 
     @api.route(collection, ["GET"])
     async def listApiKeys(request: Any, principal: Principal) -> Reply:
-        limit, offset = paging(request, defaultLimit=50)
+        limit, offset = paging(request, defaultLimit=50, isAdmin=callerIsAdmin(principal))
         showSecrets = bool(boolArg(request, "show_secrets"))
         docs, total = await apikeys.list(limit=limit, offset=offset, user=arg(request, "user") or None)
         headers = listHeaders(total, limit)
@@ -172,15 +156,12 @@ def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = AP
     @api.route(item, ["GET"])
     async def getApiKey(request: Any, principal: Principal, id_or_key: str) -> dict:
         showSecrets = bool(boolArg(request, "show_secrets"))
-        try:
-            doc = await apikeys.get(id_or_key)
-        except ApiKeyNotFound as e:
-            raise _notFound(e)
+        doc = await apikeys.get(id_or_key)
         return publicView(doc, showSecrets)
 
     @api.route(collection, ["POST"])
     async def createApiKey(request: Any, principal: Principal) -> Reply:
-        body = readJson(request)
+        body = api.readJson(request, required=False)
         validateBody(APIKEY_SCHEMA, body)
         enabled = body.get("enabled", True)
         doc, key = await apikeys.create(
@@ -202,22 +183,14 @@ def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = AP
 
     @api.route(item, ["PUT"])
     async def updateApiKey(request: Any, principal: Principal, id_or_key: str) -> dict:
-        body = readJson(request)
+        body = api.readJson(request, required=False)
         validateBody(APIKEY_SCHEMA, body)
-        try:
-            doc = await apikeys.update(id_or_key, body)
-        except ApiKeyNotFound as e:
-            raise _notFound(e)
-        except KeyHashChange as e:
-            raise ApiError(400, str(e))
+        doc = await apikeys.update(id_or_key, body)
         return publicView(doc, bool(boolArg(request, "show_secrets")))
 
     @api.route(item, ["DELETE"])
     async def deleteApiKey(request: Any, principal: Principal, id_or_key: str) -> Reply:
-        try:
-            await apikeys.delete(id_or_key)
-        except ApiKeyNotFound as e:
-            raise _notFound(e)
+        await apikeys.delete(id_or_key)
         return Reply(None, code=204)
 
 

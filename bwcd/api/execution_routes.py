@@ -7,11 +7,13 @@ executions, with StackStorm's shapes and messages (st2-api.md section 4).
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
-from bwcd.api.framework import Api, ApiError, Principal, Reply
+from bwcd.api.framework import Api, Principal, Reply
 from bwcd.api.query import arg, filtersFrom, listPage
+from bwcd.errors import Invalid, NotFound, Refused, Unavailable
 from bwcd.execution.service import ExecutionRequestError, ExecutionService, QueueFull, publicDocument
+from bwcd.jsontext import JsonError, loadJson
 from bwcd.store.interface import IStore
 
 PREFIXES = ("/v1/executions", "/v1/actionexecutions", "/api/v1/executions")
@@ -31,24 +33,70 @@ FILTERS = {
 }
 
 
-def readJsonBody(request, required: bool = True) -> Any:
-    raw = request.content.read() if request.content is not None else b""
-    if not raw.strip():
-        if required:
-            raise ApiError(400, "Request body is required")
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise ApiError(400, f"Failed to parse request body: {e}")
+#: st2's refusal of C{user} from a caller who is not an admin
+MSG_USER_NOT_ADMIN = '"user" attribute can only be provided by admins when RBAC is enabled'
 
 
-def queueFullError(executions: ExecutionService) -> ApiError:
-    return ApiError(
-        503,
+def queueFullError(executions: ExecutionService) -> Unavailable:
+    return Unavailable(
         f"{executions.queued} executions are waiting to run (runner.max_queued is {executions.maxQueued}); try again shortly.",
         headers={"Retry-After": "2"},
     )
+
+
+def _notObject(value: Any) -> Invalid:
+    return Invalid(f"{json.dumps(value)} is not of type 'object'")
+
+
+def objectField(body: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """
+    C{body[name]} when it is an object, C{{}} when absent or null.
+
+    @raise Invalid: anything else (a list, a string, even empty ones).
+    """
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _notObject(value)
+    return value
+
+
+def runAs(principal: Optional[Principal], asked: Any) -> str:
+    """
+    The user an execution runs as: the caller, or the C{user} a request
+    names when the caller is an admin (st2 without RBAC: a full-access
+    credential).
+
+    @raise Invalid: C{asked} is not a string.
+    @raise Refused: a caller who is not an admin names someone else.
+    """
+    caller = principal.user if principal else "stanley"
+    if asked is None or asked == "":
+        return caller
+    if not isinstance(asked, str):
+        raise Invalid(f"{json.dumps(asked)} is not of type 'string'")
+    if asked != caller and principal is not None and not principal.admin:
+        raise Refused(MSG_USER_NOT_ADMIN)
+    return asked
+
+
+def headerContext(request) -> Dict[str, Any]:
+    """
+    The extra context of the C{St2-Context} header (a JSON object), or C{{}}.
+
+    @raise Invalid: it is not a JSON object.
+    """
+    header = request.getHeader(b"st2-context")
+    if not header:
+        return {}
+    try:
+        extra = loadJson(header if isinstance(header, bytes) else header.encode("utf-8"))
+    except JsonError:
+        extra = None
+    if not isinstance(extra, dict):
+        raise Invalid(f"Unable to convert st2-context from the headers into JSON (was {type(extra).__name__}).")
+    return extra
 
 
 def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService, executor: Any) -> None:
@@ -62,49 +110,41 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
         else:
             doc = await store.get("executions", execId)
         if doc is None:
-            raise ApiError(404, f'Unable to identify resource with id "{execId}".')
+            raise NotFound(f'Unable to identify resource with id "{execId}".')
         return doc
 
     @api.route([p for p in PREFIXES], ["POST"])
     async def create(request, principal: Principal):
-        body = readJsonBody(request)
+        body = api.readJson(request)
         if not isinstance(body, dict):
-            raise ApiError(400, f"{json.dumps(body)} is not of type 'object'")
+            raise _notObject(body)
         allowed = {"action", "parameters", "context", "notify", "delay", "user", "id", "trace_tag"}
         extra = sorted(set(body) - allowed)
         if extra:
-            raise ApiError(400, "Additional properties are not allowed (%s %s unexpected)" % (", ".join(repr(e) for e in extra), "was" if len(extra) == 1 else "were"))
+            raise Invalid("Additional properties are not allowed (%s %s unexpected)" % (", ".join(repr(e) for e in extra), "was" if len(extra) == 1 else "were"))
         ref = body.get("action")
         if not isinstance(ref, str) or not ref:
-            raise ApiError(400, "'action' is a required property")
-        params = body.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise ApiError(400, f"{json.dumps(params)} is not of type 'object'")
-        context = body.get("context") or {}
-        if not isinstance(context, dict):
-            raise ApiError(400, f"{json.dumps(context)} is not of type 'object'")
-        header = request.getHeader(b"st2-context")
-        if header:
-            try:
-                extraContext = json.loads(header)
-            except ValueError:
-                extraContext = None
-            if not isinstance(extraContext, dict):
-                raise ApiError(400, f"Unable to convert st2-context from the headers into JSON (was {type(extraContext).__name__}).")
-            context.update(extraContext)
-        user = body.get("user") or (principal.user if principal else "stanley")
+            raise Invalid("'action' is a required property")
+        params = objectField(body, "parameters")
+        context = objectField(body, "context")
+        context.update(headerContext(request))
+        user = runAs(principal, body.get("user"))
+        # other keys may be added, but the context's user is the one the
+        # execution runs as (and its child token is issued for): never a
+        # name the request makes up
+        context["user"] = user
         if body.get("trace_tag"):
             context.setdefault("trace_context", {"trace_tag": body["trace_tag"]})
         delay = body.get("delay")
         if delay is not None and (not isinstance(delay, int) or isinstance(delay, bool) or delay < 0):
-            raise ApiError(400, f"{json.dumps(delay)} is not of type 'integer'" if not isinstance(delay, int) or isinstance(delay, bool) else f"{delay} is less than the minimum of 0")
+            raise Invalid(f"{json.dumps(delay)} is not of type 'integer'" if not isinstance(delay, int) or isinstance(delay, bool) else f"{delay} is less than the minimum of 0")
         try:
             executions.checkCapacity()
             doc = await executions.create(ref, params, context, user, delay=delay)
-        except ExecutionRequestError as e:
-            raise ApiError(400, str(e))
         except QueueFull:
-            raise queueFullError(executions)
+            raise queueFullError(executions) from None
+        except ExecutionRequestError as e:
+            raise Invalid(str(e)) from None
         return Reply(publicDocument(doc), 201)
 
     @api.route([p for p in PREFIXES], ["GET"])
@@ -126,7 +166,7 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
         exclude = set((arg(request, "exclude_attributes") or "").split(",")) - {""}
         bad = exclude - {"result", "trigger_instance", "status"}
         if bad:
-            raise ApiError(400, f"Invalid or unsupported exclude attribute specified: {sorted(bad)[0]}")
+            raise Invalid(f"Invalid or unsupported exclude attribute specified: {sorted(bad)[0]}")
 
         def present(doc: dict) -> dict:
             shown = publicDocument(doc)
@@ -135,7 +175,7 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
             return shown
 
         sort = [("start_timestamp", 1 if ascending else -1), ("action.ref", 1)]
-        return await listPage(store, "executions", query, sort, request, 100, present)
+        return await listPage(store, "executions", query, sort, request, principal, 100, present)
 
     @api.route([p + "/<string:execId>" for p in PREFIXES], ["GET"])
     async def show(request, principal: Principal, execId: str):
@@ -154,19 +194,20 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
 
     @api.route([p + "/<string:execId>/re_run" for p in PREFIXES], ["POST"])
     async def reRun(request, principal: Principal, execId: str):
-        body = readJsonBody(request, required=False)
+        body = api.readJson(request, required=False)
+        if body is None:
+            body = {}
         if not isinstance(body, dict):
-            raise ApiError(400, f"{json.dumps(body)} is not of type 'object'")
+            raise _notObject(body)
         if (body.get("tasks") or body.get("reset")) and body.get("parameters"):
-            raise ApiError(400, "Parameters override is not supported when re-running task(s) for a workflow.")
-        params = body.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise ApiError(400, f"{json.dumps(params)} is not of type 'object'")
+            raise Invalid("Parameters override is not supported when re-running task(s) for a workflow.")
+        params = objectField(body, "parameters")
+        user = runAs(principal, body.get("user"))
         original = await find(execId)
         try:
-            doc = await executions.reRun(original, params, body.get("user") or (principal.user if principal else "stanley"))
+            doc = await executions.reRun(original, params, user)
         except ExecutionRequestError as e:
-            raise ApiError(400, str(e))
+            raise Invalid(str(e)) from None
         return Reply(publicDocument(doc), 201)
 
     @api.route([p + "/<string:execId>/output" for p in PREFIXES], ["GET"])
@@ -174,7 +215,7 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
         doc = await find(execId)
         kind = arg(request, "output_type") or "all"
         if kind not in ("all", "stdout", "stderr"):
-            raise ApiError(400, f'Invalid output_type "{kind}" (use all, stdout or stderr)')
+            raise Invalid(f'Invalid output_type "{kind}" (use all, stdout or stderr)')
         query: Dict[str, Any] = {"execution_id": doc["id"]}
         if kind != "all":
             query["output_type"] = kind
@@ -186,3 +227,6 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
     async def result(request, principal: Principal, execId: str):
         doc = await find(execId)
         return Reply(raw=json.dumps(doc.get("result")).encode("utf-8"), contentType="text/json")
+
+
+__all__ = ["FILTERS", "MSG_USER_NOT_ADMIN", "PREFIXES", "headerContext", "installExecutionRoutes", "queueFullError", "runAs"]

@@ -5,13 +5,15 @@ readiness, authentication, JSON encoding and StackStorm's error bodies are the
 same on every route and no handler can leak a traceback.
 
 A handler is C{async def handler(request, principal, **urlArgs)} and returns a
-JSON-able value (200), a L{Reply} (any status, headers) or raises L{ApiError}.
+JSON-able value (200), a L{Reply} (any status, headers) or raises a
+L{bwcd.errors.DomainError} kind, which L{statusFor} turns into its status
+code: this module is the one place where a domain error becomes HTTP.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 from urllib.parse import unquote
 
 import attrs
@@ -20,25 +22,72 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoSuchRoute
 from werkzeug.routing import BaseConverter
 
+from bwcd.auth.principal import Principal
+from bwcd.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    Refused,
+    TooLarge,
+    TooMany,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+    duplicateConflict,
+)
+from bwcd.api.site import redactedURI
+from bwcd.jsontext import JsonError, loadJson
 from bwcd.store.interface import DuplicateKey, StoreUnavailable
 
 log = Logger(namespace="bwcd.api")
 
+#: each kind of domain error and the status it is answered with
+STATUS: Mapping[Type[DomainError], int] = {
+    Invalid: 400,
+    Unauthenticated: 401,
+    Refused: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    UnsupportedMediaType: 415,
+    TooMany: 429,
+    Unavailable: 503,
+}
 
-class ApiError(Exception):
+MSG_BODY_REQUIRED = "Request body is required"
+MSG_BAD_BODY = "Failed to parse request body: {reason}"
+
+
+class ApiError(DomainError):
     """
-    An error answered as C{{"faultstring": ...}} with a status code.
+    An answer whose status only HTTP knows (a route not found, a 500);
+    domain code raises the L{bwcd.errors} kinds instead.
     """
 
     def __init__(self, code: int, faultstring: str, extra: Optional[Mapping[str, Any]] = None, headers: Optional[Mapping[str, str]] = None) -> None:
-        super().__init__(code, faultstring)
+        super().__init__(faultstring, extra, headers)
+        self.args = (code, faultstring)
         self.code = code
-        self.faultstring = faultstring
-        self.extra = dict(extra or {})
-        self.headers = dict(headers or {})
+
+
+def statusFor(error: DomainError) -> int:
+    """
+    The HTTP status of C{error}: an L{ApiError}'s own code, else that of
+    the nearest kind in its class hierarchy (so a domain module may subclass
+    a kind), else 500.
+    """
+    if isinstance(error, ApiError):
+        return error.code
+    for kind in type(error).__mro__:
+        code = STATUS.get(kind)
+        if code is not None:
+            return code
+    return 500
 
 
 @attrs.frozen
@@ -52,17 +101,6 @@ class Reply:
     headers: Mapping[str, str] = attrs.Factory(dict)
     contentType: str = "application/json"
     raw: Optional[bytes] = None
-
-
-@attrs.frozen
-class Principal:
-    """
-    Who is calling: the user name and how they proved it.
-    """
-
-    user: str
-    method: str  # "token", "apikey" or "none"
-    credentialId: Optional[str] = None
 
 
 def encodeJson(value: Any) -> bytes:
@@ -79,10 +117,75 @@ def _write(request, code: int, body: Optional[bytes], contentType: str, headers:
     return body
 
 
-def renderError(request, error: ApiError) -> bytes:
+def renderError(request, error: DomainError) -> bytes:
+    """
+    Answer C{error} as C{{"faultstring": ..., **extra}} with its status and
+    headers.
+    """
     payload = {"faultstring": error.faultstring}
     payload.update(error.extra)
-    return _write(request, error.code, encodeJson(payload), "application/json", error.headers)
+    return _write(request, statusFor(error), encodeJson(payload), "application/json", error.headers)
+
+
+def isJsonContentType(value: Optional[bytes]) -> bool:
+    """
+    Whether a Content-Type header names JSON: C{application/json} or any
+    C{type/subtype+json}, parameters and case ignored.
+    """
+    if not value:
+        return False
+    mediaType = value.split(b";", 1)[0].strip().lower()
+    if mediaType == b"application/json":
+        return True
+    kind, slash, subtype = mediaType.partition(b"/")
+    return bool(kind) and bool(slash) and subtype.endswith(b"+json") and len(subtype) > len(b"+json")
+
+
+def _rawBody(request) -> bytes:
+    content = request.content
+    if content is None:
+        return b""
+    try:
+        content.seek(0)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return content.read()
+
+
+def readJsonBody(request, required: bool = True, requireJsonType: bool = False, anyTypeWhenEmpty: bool = False) -> Any:
+    """
+    The request body parsed by the one strict parser (L{loadJson}).
+
+    @param required: an empty (or blank) body is an error; else it is
+        C{None}.
+    @param requireJsonType: the Content-Type must name JSON.
+    @param anyTypeWhenEmpty: with C{requireJsonType}, an empty body may come
+        with any Content-Type (st2 clients send an empty C{text/plain} body
+        to C{/tokens}).
+    @raise Invalid: empty when required, or not acceptable JSON: deep,
+        C{NaN}, out-of-range numbers, lone surrogates, invalid UTF-8.
+    @raise UnsupportedMediaType: C{requireJsonType} and the body is not
+        labelled JSON.
+    """
+    raw = _rawBody(request)
+    empty = not raw.strip()
+    if requireJsonType and not (anyTypeWhenEmpty and empty):
+        contentType = request.getHeader(b"content-type") or b""
+        if not isJsonContentType(contentType):
+            shown = contentType.decode("latin-1")[:100]
+            raise UnsupportedMediaType(
+                f'Content-Type "{shown}" is not supported: this route takes JSON (application/json).'
+                if shown
+                else "Content-Type is missing: this route takes JSON (application/json)."
+            )
+    if empty:
+        if required:
+            raise Invalid(MSG_BODY_REQUIRED)
+        return None
+    try:
+        return loadJson(raw)
+    except JsonError as e:
+        raise Invalid(MSG_BAD_BODY.format(reason=e)) from None
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -94,13 +197,18 @@ class Api:
     The Klein application with bwcd's route wrapper.
 
     @ivar ready: routes answer 503 until the daemon has opened its store.
+    @ivar requireJsonContentType: JSON routes refuse (415) a body not
+        labelled JSON.  Set when authentication is disabled: a web page can
+        then send a "simple" cross-site C{text/plain} POST without a CORS
+        preflight, and must not be able to start anything.
     """
 
-    def __init__(self, authenticate: Authenticate) -> None:
+    def __init__(self, authenticate: Authenticate, requireJsonContentType: bool = False) -> None:
         self.app = Klein()
         self.ready = False
+        self.requireJsonContentType = requireJsonContentType
         self._authenticate = authenticate
-        self.app.handle_errors(NotFound, MethodNotAllowed)(self._notFound)
+        self.app.handle_errors(NoSuchRoute, MethodNotAllowed)(self._notFound)
         self._prefixRoutes: Dict[bytes, List[Tuple[bytes, Callable[..., Deferred], str]]] = {}
 
     def resource(self):
@@ -108,6 +216,13 @@ class Api:
 
     def _notFound(self, request, failure) -> bytes:
         return renderError(request, ApiError(404, "The resource could not be found."))
+
+    def readJson(self, request, required: bool = True, anyTypeWhenEmpty: bool = False) -> Any:
+        """
+        The body of a request to a JSON route: L{readJsonBody} with this
+        API's Content-Type rule.  Every route that reads JSON calls this.
+        """
+        return readJsonBody(request, required, self.requireJsonContentType, anyTypeWhenEmpty)
 
     def _endpoint(self, handler: Handler, auth: bool, needsStore: bool) -> Callable[..., Deferred]:
         """
@@ -117,7 +232,7 @@ class Api:
 
         async def run(request, **kwargs):
             if needsStore and not self.ready:
-                raise ApiError(503, "bwcd is starting; try again shortly.", headers={"Retry-After": "1"})
+                raise Unavailable("bwcd is starting; try again shortly.", headers={"Retry-After": "1"})
             principal = await self._authenticate(request) if auth else None
             return await handler(request, principal, **kwargs)
 
@@ -182,16 +297,15 @@ class Api:
         return _write(request, 200, encodeJson(result), "application/json", {})
 
     def _fail(self, request, failure) -> bytes:
-        if failure.check(ApiError):
-            return renderError(request, failure.value)
-        if failure.check(DuplicateKey):
-            dup = failure.value
-            detail = dup.detail or dup.collection
-            return renderError(request, ApiError(409, f"Tried to save duplicate unique keys ({detail})", extra={"conflict-id": dup.conflictId}))
-        if failure.check(StoreUnavailable):
+        error = failure.value
+        if isinstance(error, DuplicateKey):
+            error = duplicateConflict(error.detail or error.collection, error.conflictId)
+        elif isinstance(error, StoreUnavailable):
             log.failure("Storage unavailable", failure)
-            return renderError(request, ApiError(503, "Storage is unavailable; try again shortly.", headers={"Retry-After": "2"}))
-        log.failure("Unhandled error in {method} {path}", failure, method=request.method.decode("latin-1"), path=request.path.decode("utf-8", "replace"))
+            error = Unavailable("Storage is unavailable; try again shortly.", headers={"Retry-After": "2"})
+        if isinstance(error, DomainError) and (statusFor(error) != 500 or isinstance(error, ApiError)):
+            return renderError(request, error)
+        log.failure("Unhandled error in {method} {uri}", failure, method=request.method.decode("latin-1"), uri=redactedURI(request.uri))
         return renderError(request, ApiError(500, "Internal Server Error"))
 
 
@@ -236,3 +350,20 @@ class _Dispatch(Resource):
         if body:
             request.write(body)
         request.finish()
+
+
+__all__ = [
+    "Api",
+    "ApiError",
+    "MSG_BAD_BODY",
+    "MSG_BODY_REQUIRED",
+    "Principal",
+    "Reply",
+    "RestOfPath",
+    "STATUS",
+    "encodeJson",
+    "isJsonContentType",
+    "readJsonBody",
+    "renderError",
+    "statusFor",
+]

@@ -11,21 +11,23 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Optional
 
-from bwcd.api.framework import Api, ApiError, Principal, Reply
+from bwcd.api.framework import Api, Principal, Reply
 from bwcd.api.query import arg, filtersFrom, listPage
-from bwcd.api.rule_routes import findByRefOrId, notFound
+from bwcd.errors import Invalid, Unavailable
 from bwcd.rules.engine import Overloaded, RulesEngine, ShuttingDown
 from bwcd.rules.index import RuleIndex
+from bwcd.rules.registry import notFound, requireByRefOrId
+from bwcd.rules.triggers import publicTrigger
 from bwcd.store.interface import IStore
 from bwcd.timeutil import isoformat, parseIso
-from bwcd.rules.triggers import publicTrigger
+
 
 def timestampArg(request, name: str) -> Optional[str]:
     """
     A timestamp query value in the stored format, so that it compares
     correctly as a string.
 
-    @raise ApiError: not a UTC ISO-8601 timestamp.
+    @raise Invalid: not a UTC ISO-8601 timestamp.
     """
     value = arg(request, name)
     if value is None or value == "":
@@ -36,7 +38,7 @@ def timestampArg(request, name: str) -> Optional[str]:
             value = value[:-6] + "+00:00"
         return isoformat(parseIso(value))
     except ValueError:
-        raise ApiError(400, f'Parameter "{name}" is not a valid UTC ISO-8601 timestamp: {value!r}')
+        raise Invalid(f'Parameter "{name}" is not a valid UTC ISO-8601 timestamp: {value!r}') from None
 
 
 def _range(filters: Dict[str, Any], path: str, op: str, value: Optional[str]) -> None:
@@ -55,29 +57,23 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
     @api.route("/v1/triggertypes", ["GET"])
     async def listTriggerTypes(request, principal: Principal):
         filters = {k: v for k in ("pack", "name") if (v := arg(request, k)) is not None}
-        return await listPage(store, "triggertypes", filters, [("pack", 1), ("name", 1)], request, None)
+        return await listPage(store, "triggertypes", filters, [("pack", 1), ("name", 1)], request, principal, None)
 
     @api.route("/v1/triggertypes/<string:refOrId>", ["GET"])
     async def showTriggerType(request, principal: Principal, refOrId: str):
-        doc = await findByRefOrId(store, "triggertypes", refOrId)
-        if doc is None:
-            raise notFound(refOrId)
-        return doc
+        return await requireByRefOrId(store, "triggertypes", refOrId)
 
     # -- triggers --------------------------------------------------------------
 
     @api.route("/v1/triggers", ["GET"])
     async def listTriggers(request, principal: Principal):
         filters = {k: v for k in ("type", "pack", "name") if (v := arg(request, k)) is not None}
-        reply = await listPage(store, "triggers", filters, [("pack", 1), ("name", 1)], request, None)
+        reply = await listPage(store, "triggers", filters, [("pack", 1), ("name", 1)], request, principal, None)
         return Reply([publicTrigger(d) for d in reply.body], reply.code, reply.headers)
 
     @api.route("/v1/triggers/<string:refOrId>", ["GET"])
     async def showTrigger(request, principal: Principal, refOrId: str):
-        doc = await findByRefOrId(store, "triggers", refOrId)
-        if doc is None:
-            raise notFound(refOrId)
-        return publicTrigger(doc)
+        return publicTrigger(await requireByRefOrId(store, "triggers", refOrId))
 
     # -- trigger instances -----------------------------------------------------
 
@@ -98,7 +94,7 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
             filters["status"] = status
         _range(filters, "occurrence_time", "$gt", timestampArg(request, "timestamp_gt"))
         _range(filters, "occurrence_time", "$lt", timestampArg(request, "timestamp_lt"))
-        return await listPage(store, "triggerinstances", filters, [("occurrence_time", -1), ("id", -1)], request, 100)
+        return await listPage(store, "triggerinstances", filters, [("occurrence_time", -1), ("id", -1)], request, principal, 100)
 
     @api.route("/v1/triggerinstances/<string:instanceId>", ["GET"])
     async def showTriggerInstance(request, principal: Principal, instanceId: str):
@@ -109,6 +105,9 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
 
     @api.route("/v1/triggerinstances/<string:instanceId>/re_emit", ["POST"])
     async def reEmit(request, principal: Principal, instanceId: str):
+        # st2 takes no body here; it is read for the checks every JSON route
+        # makes (a cross-site text/plain POST must not re-emit)
+        api.readJson(request, required=False)
         original = await store.get("triggerinstances", instanceId)
         if original is None:
             raise notFound(instanceId)
@@ -118,9 +117,9 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
         try:
             instance, _ = await engine.dispatch(original["trigger"], payload)
         except Overloaded:
-            raise ApiError(503, "Too many trigger instances are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
+            raise Unavailable("Too many trigger instances are waiting to be processed; try again shortly.", headers={"Retry-After": "1"}) from None
         except ShuttingDown:
-            raise ApiError(503, "bwcd is shutting down; try again shortly.", headers={"Retry-After": "2"})
+            raise Unavailable("bwcd is shutting down; try again shortly.", headers={"Retry-After": "2"}) from None
         body = {"message": f"Trigger instance {instanceId} succesfully re-sent.", "payload": payload}
         return Reply(body, 200, {"Location": f"/v1/triggerinstances/{instance['id']}", "X-BWC-Trigger-Instance": instance["id"]})
 
@@ -134,7 +133,7 @@ def installTriggerRoutes(api: Api, store: IStore, index: RuleIndex, engine: Rule
             filters["enforced_at"] = exact
         _range(filters, "enforced_at", "$gt", timestampArg(request, "enforced_at_gt"))
         _range(filters, "enforced_at", "$lt", timestampArg(request, "enforced_at_lt"))
-        return await listPage(store, "ruleenforcements", filters, [("enforced_at", -1), ("rule.ref", 1)], request, 50)
+        return await listPage(store, "ruleenforcements", filters, [("enforced_at", -1), ("rule.ref", 1)], request, principal, 50)
 
     @api.route("/v1/ruleenforcements/<string:enforcementId>", ["GET"])
     async def showEnforcement(request, principal: Principal, enforcementId: str):

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from bwcd.auth.credentials import CACHE_SECONDS, DisabledApiKey, UnknownApiKey, ValidationCache, sameHash
+from bwcd.errors import Invalid, NotFound
 from bwcd.store.interface import IStore, newId
 from bwcd.timeutil import isoformat, utcnow
 
@@ -37,22 +38,29 @@ MASKED_ATTRIBUTE_VALUE = "********"
 _ID = re.compile(r"^[0-9a-f]{24}$")
 
 
-class ApiKeyNotFound(LookupError):
+class ApiKeyNotFound(NotFound, LookupError):
     """
     No key has this id, and none hashes to this value.
     """
 
     def __init__(self, idOrKey: str) -> None:
-        super().__init__(idOrKey)
+        super().__init__(f"ApiKey matching {idOrKey} for reference and id not found.")
         self.idOrKey = idOrKey
 
     def __str__(self) -> str:
-        return f"ApiKey matching {self.idOrKey} for reference and id not found."
+        return self.faultstring
 
 
-class KeyHashChange(ValueError):
+class KeyHashChange(Invalid, ValueError):
+    """
+    An update tries to change a key's hash, which st2 refuses.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Update of key_hash is not allowed.")
+
     def __str__(self) -> str:
-        return "Update of key_hash is not allowed."
+        return self.faultstring
 
 
 def hashKey(key: str) -> str:

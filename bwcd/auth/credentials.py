@@ -16,7 +16,8 @@ from typing import Any, Dict, Optional, Protocol, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 
-from bwcd.api.framework import ApiError, Principal
+from bwcd.auth.principal import Principal
+from bwcd.errors import Unauthenticated
 
 #: (where, name) in the order st2's router tries them; the first non-empty wins
 CREDENTIAL_SOURCES: Tuple[Tuple[str, str, str], ...] = (
@@ -150,7 +151,8 @@ class Authenticator:
     """
     Turns a request into a L{Principal} or a 401.
 
-    Give C{authenticate} to L{bwcd.api.framework.Api}.
+    Give C{authenticate} to the API (L{bwcd.api.framework.Api}), which
+    answers L{Unauthenticated} with a 401.
     """
 
     def __init__(self, tokens: TokenChecker, apikeys: ApiKeyChecker, enabled: bool, system_user: str) -> None:
@@ -163,29 +165,29 @@ class Authenticator:
         """
         Check the request's credential.
 
-        @raise ApiError: 401 with st2's faultstring when it is missing or not
-            good.
+        @raise Unauthenticated: with st2's faultstring, when it is missing
+            or not good.
         """
         if not self.enabled:
             return Principal(user=self.systemUser, method="none")
         found = findCredential(request)
         if found is None:
-            raise ApiError(401, MSG_MISSING)
+            raise Unauthenticated(MSG_MISSING)
         kind, _source, value = found
         if kind == "token":
             try:
                 doc = await self._tokens.lookup(value)
             except ExpiredToken:
-                raise ApiError(401, MSG_TOKEN_EXPIRED)
+                raise Unauthenticated(MSG_TOKEN_EXPIRED) from None
             except UnknownToken:
-                raise ApiError(401, MSG_TOKEN_UNKNOWN)
+                raise Unauthenticated(MSG_TOKEN_UNKNOWN) from None
             return Principal(user=doc["user"], method="token", credentialId=doc.get("id"))
         try:
             doc = await self._apikeys.lookup(value)
         except DisabledApiKey:
-            raise ApiError(401, MSG_APIKEY_DISABLED)
+            raise Unauthenticated(MSG_APIKEY_DISABLED) from None
         except UnknownApiKey as e:
-            raise ApiError(401, msgApiKeyUnknown(e.keyHash))
+            raise Unauthenticated(msgApiKeyUnknown(e.keyHash)) from None
         return Principal(user=doc["user"], method="apikey", credentialId=doc.get("id"))
 
 
@@ -196,9 +198,15 @@ __all__ = [
     "CredentialRefused",
     "DisabledApiKey",
     "ExpiredToken",
+    "MSG_APIKEY_DISABLED",
+    "MSG_MISSING",
+    "MSG_TOKEN_EXPIRED",
+    "MSG_TOKEN_UNKNOWN",
+    "Principal",
     "UnknownApiKey",
     "UnknownToken",
     "ValidationCache",
     "findCredential",
+    "msgApiKeyUnknown",
     "sameHash",
 ]

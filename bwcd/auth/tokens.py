@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from bwcd.auth.credentials import CACHE_SECONDS, ExpiredToken, UnknownToken, ValidationCache, sameHash
+from bwcd.errors import Invalid
 from bwcd.store.interface import DuplicateKey, IStore, newId
 from bwcd.timeutil import isoformat, parseIso, utcnow
 
@@ -27,10 +28,13 @@ TOKENS = "tokens"
 USERS = "users"
 
 
-class TtlError(ValueError):
+class TtlError(Invalid, ValueError):
     """
     A requested TTL is out of range; the message is st2's, shown as a 400.
     """
+
+    def __str__(self) -> str:
+        return self.faultstring
 
 
 def hashToken(token: str) -> str:

@@ -18,12 +18,13 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from twisted.logger import Logger
 
-from bwcd.api.rule_routes import saveRule
 from bwcd.packs.loader import Pack, Problem, loadFolder
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.model import RuleError, ruleFromYaml
+from bwcd.rules.registry import saveRule
+from bwcd.packs.triggers import registerPackTriggerTypes
+from bwcd.rules.triggers import TriggerError, triggerForRule
 from bwcd.store.interface import IStore, StoreError
-from bwcd.rules.triggers import TriggerError, registerPackTriggerTypes, triggerForRule
 
 log = Logger(namespace="bwcd.packs.rules")
 
