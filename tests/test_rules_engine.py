@@ -15,24 +15,29 @@ from typing import Any, Dict, Iterable, Optional
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
 
-from bwcd.api.rule_routes import deleteRule, prepareRule, saveRule
-from bwcd.execution.service import ExecutionService
 from bwcd.execution.executor import Executor
-from bwcd.packs.loader import findPacks
+from bwcd.execution.service import ExecutionService
+from bwcd.packs.loader import findPacks, scriptPath
 from bwcd.packs.registrar import registerActions, registerRunnerTypes
 from bwcd.packs.rules import registerPackContent
+from bwcd.errors import Unavailable
+from bwcd.execution.service import QueueFull
+from bwcd.rules import enforcement
 from bwcd.rules.engine import (
     PENDING,
     PROCESSED,
     PROCESSING,
     Overloaded,
     RulesEngine,
+    ShuttingDown,
     actionTriggerPayload,
     executionIdFor,
 )
 from bwcd.rules.index import RuleIndex
+from bwcd.rules.registry import deleteRule, prepareRule, saveRule
 from bwcd.execution.runners.local import LocalRunner
 from bwcd.store.interface import StoreUnavailable
 from bwcd.store.sqlite import SQLiteStore
@@ -127,6 +132,7 @@ class Harness:
         if startEngine:
             self.startEngine(testCase)
         if runActions:
+            folders = {pack.name: pack.path for pack in foundPacks}
             self.executor = Executor(
                 self.store,
                 self.executions,
@@ -134,9 +140,10 @@ class Harness:
                 reactor,
                 4,
                 "http://127.0.0.1:9101",
-                lambda: {pack.name: pack.path for pack in foundPacks},
+                nodeId=lambda: "test-node",
+                resolveScript=lambda pack, entryPoint: scriptPath(folders[pack], entryPoint),
             )
-            self.executor.startService()
+            await self.executor.startService()
             testCase.addCleanup(self.executor.stopService)
         return self
 
@@ -524,6 +531,90 @@ class SQLiteEngineTests(EngineTestsMixin, TestCase):
         self.assertEqual(instance["status"], PROCESSED)
         self.assertEqual(instance["payload"]["execution_id"], execution["id"])
         self.assertEqual(await h.store.count("ruleenforcements", {}), 1)
+
+    async def test_criteriaEvaluatedOncePerRuleAndInstance(self):
+        """
+        The criteria of a rule are evaluated once for an instance: the match
+        found when the event is accepted is the one enforced.
+        """
+        h = await self.harness()
+        rule = await h.addRule(webhookRule())
+        calls = []
+        original = enforcement.evaluate
+
+        def counting(ruleRef, instanceId, *args, **kwargs):
+            calls.append((ruleRef, instanceId))
+            return original(ruleRef, instanceId, *args, **kwargs)
+
+        self.patch(enforcement, "evaluate", counting)
+        instance, outcome = await h.fire(rule["trigger"]["ref"], webhookPayload({"key1": "value1"}))
+        self.assertEqual(len(outcome.executions), 1)
+        self.assertEqual(calls, [("examples.sample_rule", instance["id"])])
+
+    async def test_admissionGateCoversBothQueues(self):
+        """
+        admit, the one gate of new events, refuses with a 503 kind when the
+        execution queue is full, when the instance queue is full and when
+        the engine is stopping, and takes no place when it refuses.
+        """
+        h = await self.harness(engineArgs={"maxQueued": 1})
+        h.executions.maxQueued = 0
+        with self.assertRaises(QueueFull) as full:
+            h.engine.admit()
+        self.assertIsInstance(full.exception, Unavailable)
+        self.assertEqual(full.exception.headers, {"Retry-After": "2"})
+        self.assertEqual(h.engine.load, 0)
+        h.executions.maxQueued = 10
+        h.engine.admit()
+        with self.assertRaises(Overloaded):
+            h.engine.admit()
+        self.assertEqual(h.engine.load, 1)
+        h.engine.release()
+        await h.engine.stop()
+        with self.assertRaises(ShuttingDown):
+            h.engine.admit()
+
+    async def test_secretMaskedWhenValidationFails(self):
+        """
+        A rule-started execution whose parameters fail validation is stored
+        failed with its secret parameters masked, in its parameters, its
+        error and its enforcement, and no log line shows them.
+        """
+        packs = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(packs, "vault", "actions"))
+        with open(os.path.join(packs, "vault", "pack.yaml"), "w") as f:
+            f.write("name: vault\nversion: 0.1.0\n")
+        with open(os.path.join(packs, "vault", "actions", "login.yaml"), "w") as f:
+            f.write(
+                "name: login\nrunner_type: local-shell-cmd\nparameters:\n"
+                "  cmd:\n    default: 'true'\n"
+                "  pin:\n    type: integer\n    secret: true\n"
+                "  token:\n    type: string\n    secret: true\n"
+            )
+        lines = []
+
+        def observe(event):
+            lines.append(formatEvent(event) + (event["log_failure"].getTraceback() if "log_failure" in event else ""))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        h = await self.harness(packs=[packs])
+        rule = await h.addRule(
+            webhookRule(criteria={}, action={"ref": "vault.login", "parameters": {"pin": "{{ trigger.body.pin }}", "token": "{{ trigger.body.token }}"}})
+        )
+        _, outcome = await h.fire(rule["trigger"]["ref"], webhookPayload({"pin": "hunter2-pin", "token": "tok-s3cret"}))
+        [execution] = outcome.executions
+        [enforcement] = outcome.enforcements
+        stored = await h.store.get("executions", execution["id"])
+        self.assertEqual(stored["status"], "failed")
+        self.assertEqual(stored["parameters"], {"pin": "********", "token": "********"})
+        self.assertEqual(stored["liveaction"]["parameters"], stored["parameters"])
+        self.assertEqual(stored["result"]["error"], "******** is not of type 'integer', 'null'")
+        self.assertEqual(enforcement["failure_reason"], stored["result"]["error"])
+        self.assertNotIn("_parameters", stored)
+        for secret in ("hunter2-pin", "tok-s3cret"):
+            self.assertNotIn(secret, str(stored["parameters"]) + str(stored["result"]) + str(enforcement))
+            self.assertEqual([line for line in lines if secret in line], [])
 
     def test_actionTriggerPayload(self):
         """

@@ -9,6 +9,8 @@ import copy
 from twisted.trial.unittest import SynchronousTestCase
 
 from bwcd.execution.runners.params import (
+    maskText,
+    secretValues,
     MASKED_VALUE,
     ParameterError,
     ParameterOverrideError,
@@ -386,6 +388,23 @@ class MaskSecretsTests(SynchronousTestCase):
         )
         self.assertEqual(maskSecrets(schema, {"cmd": "x"}), {"cmd": "x"})
         self.assertEqual(MASKED_VALUE, "********")
+
+    def test_secretInErrorMessageMasked(self):
+        """
+        maskText hides a secret value quoted in an error message (as
+        jsonschema quotes it, also inside an object's repr), and leaves the
+        message alone when no secret is present.
+        """
+        schema = {
+            "pin": {"type": "integer", "secret": True},
+            "creds": {"type": "object", "properties": {"password": {"type": "string", "secret": True}}},
+            "name": {"type": "string"},
+        }
+        params = {"pin": "hunter2", "creds": {"password": "pw"}, "name": "bob"}
+        self.assertEqual(secretValues(schema, params), ["hunter2", "pw"])
+        self.assertEqual(maskText("'hunter2' is not of type 'integer'", schema, params), "******** is not of type 'integer'")
+        self.assertEqual(maskText("{'password': 'pw'} is not valid", schema, params), "{'password': ********} is not valid")
+        self.assertEqual(maskText("'bob' is too short", schema, params), "'bob' is too short")
 
     def test_nested(self):
         """

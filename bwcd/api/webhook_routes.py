@@ -6,9 +6,11 @@ C{/v1/webhooks}: list the registered hooks and receive events
 Receiving is the hot path, so a request does no store read: the hooks come
 from the in-memory L{RuleIndex}, the body is parsed once, and the only
 store operation is the insert of the trigger instance (grouped with other
-writes into one commit by the SQLite backend).  The answer (202) is sent
-once that insert is durable and before any rule is looked at; the engine
-takes the instance on a later turn of the reactor.
+writes into one commit by the SQLite backend).  One admission gate
+(L{RulesEngine.admit}) comes first, so a refused event (503 with
+Retry-After) reads and stores nothing.  The answer (202) is sent once the
+insert is durable and before any rule is enforced; the engine takes the
+instance, with the rules it matched, on a later turn of the reactor.
 
 C{Prefer: wait=N} (RFC 7240) or C{?wait=N} make the request wait, at most
 N seconds, for the rules to be processed and the executions they started to
@@ -25,11 +27,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
-from bwcd.api.framework import Api, ApiError, Principal, Reply, RestOfPath
-from bwcd.api.execution_routes import queueFullError
+from bwcd.api.framework import Api, Reply, RestOfPath
 from bwcd.api.query import arg
-from bwcd.execution.service import QueueFull
-from bwcd.rules.engine import Outcome, Overloaded, RulesEngine, ShuttingDown
+from bwcd.auth.principal import Principal
+from bwcd.errors import Invalid, NotFound, Unavailable
+from bwcd.rules.engine import Outcome, Overloaded, RulesEngine
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.triggers import GENERIC_HOOK, payloadError, publicTrigger
 from bwcd.webhooks.body import BodyError, parseBody
@@ -75,13 +77,13 @@ def requestedWait(request, maxWait: float = MAX_WAIT) -> Tuple[Optional[float], 
     asked through C{Prefer} (which is then acknowledged with
     C{Preference-Applied}).
 
-    @raise ApiError: a C{wait} query value that is not a number >= 0.
+    @raise Invalid: a C{wait} query value that is not a number >= 0.
     """
     query = arg(request, "wait")
     if query is not None and query != "":
         number = _number(query)
         if number is None:
-            raise ApiError(400, 'Parameter "wait" is not of type number')
+            raise Invalid('Parameter "wait" is not of type number')
         return min(number, maxWait), False
     headers = request.requestHeaders.getRawHeaders(b"prefer")
     if headers:
@@ -115,13 +117,13 @@ def genericInstancePayload(body: Any, index: RuleIndex) -> Tuple[str, Any]:
     Check a body sent to the generic hook C{st2} and return the trigger ref
     and payload to dispatch.
 
-    @raise ApiError: StackStorm's 400 answers.
+    @raise Invalid: StackStorm's 400 answers.
     """
     if not isinstance(body, dict):
-        raise ApiError(400, f"Webhook body needs to be an object, got: {_JSON_TYPE_NAMES.get(type(body), type(body).__name__)}")
+        raise Invalid(f"Webhook body needs to be an object, got: {_JSON_TYPE_NAMES.get(type(body), type(body).__name__)}")
     ref = body.get("trigger")
     if not ref:
-        raise ApiError(400, "Trigger not specified.")
+        raise Invalid("Trigger not specified.")
     if not isinstance(ref, str):
         ref = json.dumps(ref, sort_keys=True)
     payload = body.get("payload")
@@ -129,7 +131,7 @@ def genericInstancePayload(body: Any, index: RuleIndex) -> Tuple[str, Any]:
     triggerType = index.triggerType(trigger["type"] if trigger else ref)
     problem = payloadError(ref, triggerType, payload)
     if problem is not None:
-        raise ApiError(400, problem)
+        raise Invalid(problem)
     return ref, payload
 
 
@@ -154,7 +156,10 @@ def installWebhookRoutes(
     """
     Add the webhook routes to C{api}.
 
-    @param executions: the L{bwcd.execution.service.ExecutionService} (for waits).
+    @param engine: admits, stores and queues events (its L{RulesEngine.admit}
+        is the one gate, covering the execution queue as well).
+    @param executions: the L{bwcd.execution.service.ExecutionService}, for
+        C{wait}: C{waitForCompletion(id, timeout)}.
     @param store: read only on the C{wait} path.
     """
     api.app.url_map.converters["bwcdrest"] = RestOfPath
@@ -168,37 +173,51 @@ def installWebhookRoutes(
         triggers = index.hooksFor(url)
         if not triggers:
             # StackStorm's abort(404) without a message.
-            raise ApiError(404, "Unhandled exception")
+            raise NotFound("Unhandled exception")
         return publicTrigger(triggers[0])
+
+    def eventInstances(request, hook: str) -> Tuple[Any, List[Dict[str, Any]]]:
+        """
+        The parsed body and the trigger instances it makes for C{hook}.
+
+        @raise Invalid: a body that cannot be parsed or does not fit.
+        @raise NotFound: no such hook.
+        """
+        raw = request.content.read() if request.content is not None else b""
+        contentType = request.getHeader(b"content-type")
+        try:
+            body = parseBody(raw, contentType and contentType.decode("latin-1"))
+        except BodyError as e:
+            raise Invalid(e.faultstring)
+        if hook.strip("/") == GENERIC_HOOK:
+            ref, payload = genericInstancePayload(body, index)
+            return body, [engine.newInstance(ref, payload)]
+        triggers = index.hooksFor(hook)
+        if not triggers:
+            raise NotFound(f"Webhook {hook} not registered with st2")
+        headers = payloadHeaders(request.requestHeaders.getAllRawHeaders())
+        payload = {"headers": headers.headers, "headers_lower": headers.lower, "body": body}
+        return body, [engine.newInstance(t["ref"], payload) for t in triggers]
 
     @api.prefixRoute([p + "/" for p in PREFIXES], "POST", "hook")
     async def receive(request, principal: Principal, hook: str):
+        # The one admission gate, before anything is read: a place in the
+        # engine's queue, refused while executions or instances are backed
+        # up (503 with Retry-After; nothing is stored).
         try:
-            executions.checkCapacity()
-        except QueueFull:
-            raise queueFullError(executions)
-        wait, viaPrefer = requestedWait(request, maxWait)
-        raw = request.content.read() if request.content is not None else b""
-        try:
-            body = parseBody(raw, request.getHeader(b"content-type") and request.getHeader(b"content-type").decode("latin-1"))
-        except BodyError as e:
-            raise ApiError(400, e.faultstring)
-        if hook.strip("/") == GENERIC_HOOK:
-            ref, payload = genericInstancePayload(body, index)
-            instances = [engine.newInstance(ref, payload)]
-        else:
-            triggers = index.hooksFor(hook)
-            if not triggers:
-                raise ApiError(404, f"Webhook {hook} not registered with st2")
-            headers = payloadHeaders(request.requestHeaders.getAllRawHeaders())
-            payload = {"headers": headers.headers, "headers_lower": headers.lower, "body": body}
-            instances = [engine.newInstance(t["ref"], payload) for t in triggers]
-        try:
-            outcomes = await engine.accept(instances)
+            engine.admit(1)
         except Overloaded:
-            raise ApiError(503, "Too many webhooks are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
-        except ShuttingDown:
-            raise ApiError(503, "bwcd is shutting down; try again shortly.", headers={"Retry-After": "2"})
+            raise Unavailable("Too many webhooks are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
+        try:
+            wait, viaPrefer = requestedWait(request, maxWait)
+            body, instances = eventInstances(request, hook)
+        except BaseException:
+            engine.release(1)
+            raise
+        try:
+            outcomes = await engine.accept(instances, reserved=1)
+        except Overloaded:
+            raise Unavailable("Too many webhooks are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
         ids = [i["id"] for i in instances]
         replyHeaders = {"Location": f"/v1/triggerinstances/{ids[0]}", "X-BWC-Trigger-Instance": ",".join(ids)}
         if wait is None:

@@ -1,62 +1,91 @@
-# -*- test-case-name: tests.test_daemon -*-
+# -*- test-case-name: tests.test_executor -*-
 """
-The executor: claims queued executions from the store and runs them as local
-child processes, at most C{max_concurrent} at a time.
+The executor: claims queued executions from the store and runs them through
+its runner, at most C{max_concurrent} at a time.
 
 The queue is the store itself.  A claim is one conditional update
 (C{requested -> scheduled}), atomic in both backends, so any number of bwcd
 processes sharing a MongoDB run each execution exactly once.  Executions
-created in this process are claimed at once by id (a primary-key update);
-a periodic sweep picks up everything else (other processes' requests, work
-left queued while all slots were busy, requests recovered at start-up).
+queued in this process wake the executor at once (through the execution
+service's queue listeners); a periodic sweep picks up everything else
+(other processes' requests, work left queued while all slots were busy,
+requests recovered at start-up).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from bwcd.execution.service import COMPLETED, ExecutionService
 from bwcd.execution.runners.argv import argvToShell, scriptArgv, shellCmdArgv, sudoArgv
+from bwcd.execution.runners.interface import ABANDONED, CANCELED, IRunner, IRunningAction
 from bwcd.execution.runners.params import splitRunnerAndAction
 from bwcd.execution.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
+from bwcd.execution.service import COMPLETED, ExecutionService
+from bwcd.execution.tokens import ChildTokens
 from bwcd.store.interface import IStore
-from bwcd.packs.loader import scriptPath
-from bwcd.execution.runners.local import ensureExecutable
 
 log = Logger(namespace="bwcd.execution.executor")
+
+#: C{resolveScript(pack, entryPoint)}: the absolute path of a script
+#: action's entry point on this node
+#: (@raise ValueError: the pack is not installed here)
+ScriptResolver = Callable[[str, str], str]
+
+
+@attrs.frozen
+class Launch:
+    """
+    Everything needed to start one execution's child.
+
+    @ivar token: its C{ST2_ACTION_AUTH_TOKEN}, revoked when it ends.
+    """
+
+    argv: List[str]
+    env: Dict[str, str]
+    cwd: Optional[str]
+    timeout: Optional[float]
+    stdin: Optional[bytes]
+    token: Optional[str] = None
 
 
 class Executor(Service):
     """
     Runs queued executions.
 
-    @param packPaths: a callable giving the current C{{pack name: folder}}
-        map (it changes on SIGHUP).
-    @param issueToken: C{async (user, ttl) -> token string} for the child's
-        C{ST2_ACTION_AUTH_TOKEN}, or None.
-    """
+    Starting it settles what this node left behind when it died
+    (L{recover}), then claims work; stopping it claims nothing more, ends
+    running children (their executions end C{abandoned}) and waits for
+    their records.
 
-    pollInterval = 1.0
+    @param runner: starts the children.
+    @param nodeId: this node's name (a callable, since it is read from the
+        state folder once the daemon starts).
+    @param resolveScript: finds script actions' entry points.
+    @param tokens: issues and revokes each execution's child token, or
+        None for no C{ST2_ACTION_AUTH_TOKEN}.
+    """
 
     def __init__(
         self,
         store: IStore,
         executions: ExecutionService,
-        runner: Any,
+        runner: IRunner,
         clock: IReactorTime,
         maxConcurrent: int,
         apiURL: str,
-        packPaths: Callable[[], Dict[str, str]],
-        issueToken: Optional[Callable[[str, int], Any]] = None,
-        nodeId: str = "",
+        nodeId: Callable[[], str],
+        resolveScript: ScriptResolver,
+        tokens: Optional[ChildTokens] = None,
+        pollInterval: float = 1.0,
     ) -> None:
         self._store = store
         self._executions = executions
@@ -64,10 +93,11 @@ class Executor(Service):
         self._clock = clock
         self._max = maxConcurrent
         self._apiURL = apiURL.rstrip("/") + "/v1"
-        self._packPaths = packPaths
-        self._issueToken = issueToken
-        self.nodeId = nodeId or f"{socket.gethostname()}:{os.getpid()}"
-        self._running: Dict[str, Any] = {}
+        self._nodeId = nodeId
+        self._resolveScript = resolveScript
+        self._tokens = tokens
+        self._pollInterval = pollInterval
+        self._running: Dict[str, IRunningAction] = {}
         self._active: Dict[str, Deferred] = {}
         #: executions holding a runner slot: from their claim until their
         #: child has ended (the final write then goes on without the slot)
@@ -77,7 +107,6 @@ class Executor(Service):
         self._sweepPending = False
         self._sweepAgain = False
         self._loop: Optional[LoopingCall] = None
-        executions.wake = self.wake
 
     @property
     def runningCount(self) -> int:
@@ -88,11 +117,23 @@ class Executor(Service):
 
     # -- service ---------------------------------------------------------
 
-    def startService(self) -> None:
+    def startService(self) -> Deferred:  # type: ignore[override]
+        """
+        Settle this node's leftovers, then claim queued work; the Deferred
+        fires once claiming has begun.
+        """
         super().startService()
+        self._stopping = False
+        return ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        await self.recover()
+        if not self.running:
+            return
+        self._executions.addQueueListener(self.wake)
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._clock
-        self._loop.start(self.pollInterval, now=True).addErrback(lambda f: log.failure("executor poll loop died", f))
+        self._loop.start(self._pollInterval, now=True).addErrback(lambda f: log.failure("executor poll loop died", f))
 
     async def recover(self) -> None:
         """
@@ -100,37 +141,43 @@ class Executor(Service):
         running ones are C{abandoned} (their children died with it), claimed
         but not yet started ones go back to the queue.
         """
-        left = await self._store.find("executions", {"status": {"$in": ["running", "scheduled"]}, "node": self.nodeId})
+        left = await self._store.find("executions", {"status": {"$in": ["running", "scheduled"]}, "node": self._nodeId()})
         for doc in left:
             settled = await self._executions.settleOrphan(doc, "bwcd stopped while the action was running")
             if settled is not None and settled["status"] == "abandoned":
                 log.warn("Execution {execution_id} abandoned: bwcd died while it ran", execution_id=doc["id"])
 
-    async def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> Deferred:  # type: ignore[override]
         """
         Claim nothing more; stop running children (their executions end
-        C{abandoned}) and wait until their records are written.
+        C{abandoned}) and fire once their records are written.
         """
         self._stopping = True
         super().stopService()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        self._executions.removeQueueListener(self.wake)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         for execId, proc in list(self._running.items()):
             log.info("Stopping execution {execution_id} for shutdown", execution_id=execId)
-            proc.kill("abandoned")
+            proc.kill(ABANDONED)
         if self._active:
             await DeferredList(list(self._active.values()), consumeErrors=True)
 
     # -- claiming --------------------------------------------------------
 
-    def wake(self, execId: Optional[str] = None) -> None:
+    def wake(self) -> None:
+        """
+        Look for queued work on the next turn of the reactor.
+        """
         if self._stopping or not self.running:
             return
         self._clock.callLater(0, self._sweep)
 
     def _tick(self) -> None:
         released = ensureDeferred(self._executions.releaseDelayed())
-        released.addCallback(lambda count: count and self.wake())
         released.addErrback(lambda f: log.failure("Releasing delayed executions failed", f))
         self._sweep()
         self._checkCanceled()
@@ -180,7 +227,7 @@ class Executor(Service):
         return self._store.update(
             "executions",
             {"status": "requested"},
-            set={"status": "scheduled", "node": self.nodeId},
+            set={"status": "scheduled", "node": self._nodeId()},
             push={"log": {"status": "scheduled", "timestamp": self._executions.now()}},
             sort=[("start_timestamp", 1)],
         )
@@ -210,7 +257,7 @@ class Executor(Service):
         for doc in docs:
             proc = self._running.get(doc["id"])
             if proc is not None:
-                proc.kill("canceled")
+                proc.kill(CANCELED)
 
     def _checkCanceled(self) -> None:
         ensureDeferred(self._checkCanceledAsync()).addErrback(lambda f: log.failure("Cancel check failed", f))
@@ -221,19 +268,30 @@ class Executor(Service):
         """
         proc = self._running.get(execId)
         if proc is not None:
-            proc.kill("canceled")
+            proc.kill(CANCELED)
 
     # -- running ---------------------------------------------------------
 
     async def _run(self, doc: dict) -> None:
         execId = doc["id"]
-        action = doc["action"]
         try:
-            argv, env, cwd, timeout, stdin = await self._prepare(doc)
+            launch = await self._prepare(doc)
         except Exception as e:
             log.failure("Execution {execution_id} could not be prepared", execution_id=execId)
             await self._executions.transition(execId, ["scheduled"], "failed", result={"error": str(e), "traceback": repr(e)})
             return
+        try:
+            await self._runPrepared(doc, launch)
+        finally:
+            if launch.token is not None and self._tokens is not None:
+                try:
+                    await self._tokens.revoke(launch.token)
+                except Exception:
+                    log.failure("Revoking the child token of execution {execution_id} failed", execution_id=execId)
+
+    async def _runPrepared(self, doc: dict, launch: Launch) -> None:
+        execId = doc["id"]
+        action = doc["action"]
         seq = [0]
 
         def onOutput(stream: str, data: bytes) -> None:
@@ -259,14 +317,17 @@ class Executor(Service):
             **{"liveaction.runner_info": {"hostname": socket.gethostname(), "pid": os.getpid()}},
         ))
         try:
-            proc = self._runner.start(argv, env=env, cwd=cwd, timeout=timeout, on_output=onOutput, stdin=stdin, sudo_password_used=stdin is not None)
+            proc = self._runner.start(
+                launch.argv, env=launch.env, cwd=launch.cwd, timeout=launch.timeout, on_output=onOutput,
+                stdin=launch.stdin, sudo_password_used=launch.stdin is not None,
+            )
         except OSError as e:
             if await markRunning is not None:
                 await self._executions.transition(execId, ["running"], "failed", startTimestamp=doc["start_timestamp"], result={"error": f"Unable to start the action: {e}", "traceback": repr(e)})
             return
         self._running[execId] = proc
         if await markRunning is None:
-            proc.kill("canceled")
+            proc.kill(CANCELED)
         outcome = await proc.result
         self._running.pop(execId, None)
         # The child has ended: its slot can take the next execution while
@@ -278,7 +339,7 @@ class Executor(Service):
             execution_id=execId, action=action["ref"], status=outcome.status, pid=outcome.pid, return_code=outcome.return_code,
         )
 
-    async def _prepare(self, doc: dict):
+    async def _prepare(self, doc: dict) -> Launch:
         action = doc["action"]
         runnerName = action["runner_type"]
         runnerParams = runnerParameters(runnerName)
@@ -295,14 +356,9 @@ class Executor(Service):
         env["ST2_ACTION_PACK_NAME"] = action["pack"]
         env["ST2_ACTION_EXECUTION_ID"] = doc["id"]
         env["ST2_ACTION_API_URL"] = self._apiURL
-        if self._issueToken is not None:
-            env["ST2_ACTION_AUTH_TOKEN"] = await self._issueToken(doc["context"].get("user", "stanley"), (timeout or 86400) + 300)
         if runnerName == LOCAL_SHELL_SCRIPT:
-            packPath = self._packPaths().get(action["pack"])
-            if packPath is None:
-                raise ValueError(f'Pack "{action["pack"]}" is not installed on this node')
-            script = scriptPath(packPath, action["entry_point"])
-            ensureExecutable(script)
+            script = self._resolveScript(action["pack"], action["entry_point"])
+            self._runner.prepareScript(script)
             argv = scriptArgv(
                 script,
                 action.get("parameters") or {},
@@ -319,7 +375,12 @@ class Executor(Service):
             argv = sudoArgv(command, password=bool(password))
             if password:
                 stdin = (password + "\n").encode("utf-8")
-        return argv, env, runnerPart.get("cwd"), timeout or None, stdin
+        token = None
+        if self._tokens is not None:
+            # Last, so that nothing after it can fail and leave it behind.
+            token = await self._tokens.issue(doc["context"].get("user", "stanley"), doc["id"], timeout or None)
+            env["ST2_ACTION_AUTH_TOKEN"] = token
+        return Launch(argv, env, runnerPart.get("cwd"), timeout or None, stdin, token)
 
 
-__all__ = ["Executor", "COMPLETED"]
+__all__ = ["COMPLETED", "Executor", "Launch", "ScriptResolver"]

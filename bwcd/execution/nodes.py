@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_daemon -*-
+# -*- test-case-name: tests.test_nodes -*-
 """
 Which bwcd processes sharing a store are alive, and what happens to the work
 of one that died.
@@ -13,8 +13,9 @@ updates, so several nodes reaping at once still change each execution once.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
+from twisted.application.service import Service
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -29,32 +30,42 @@ log = Logger(namespace="bwcd.execution.nodes")
 PREFIX = "__bwcd.node."
 
 
-class NodeWatch:
+class NodeWatch(Service):
     """
-    Heartbeat for this node, and reaping of dead nodes' executions.
+    Heartbeat for this node, and reaping of dead nodes' executions, while
+    the service runs.
 
+    @param nodeId: this node's name (a callable, since it is read from the
+        state folder once the daemon starts).
     @param timeout: seconds without a heartbeat after which a node is dead.
-        Heartbeats are written six times per timeout.
+        Heartbeats are written six times per timeout, and other nodes are
+        checked every second heartbeat.
     """
 
-    def __init__(self, store: IStore, executions: ExecutionService, clock: IReactorTime, timeout: float) -> None:
+    def __init__(self, store: IStore, executions: ExecutionService, clock: IReactorTime, timeout: float, nodeId: Callable[[], str]) -> None:
         self._store = store
         self._executions = executions
         self._clock = clock
         self.timeout = timeout
-        self.nodeId = ""
+        self._nodeId = nodeId
         self._loop: Optional[LoopingCall] = None
         self._ticks = 0
 
-    def start(self, nodeId: str) -> None:
-        self.nodeId = nodeId
+    @property
+    def nodeId(self) -> str:
+        return self._nodeId()
+
+    def startService(self) -> None:
+        super().startService()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._clock
         self._loop.start(self.timeout / 6, now=True).addErrback(lambda f: log.failure("Node watch loop died", f))
 
-    def stop(self) -> None:
+    def stopService(self) -> None:
+        super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        self._loop = None
 
     def _tick(self) -> None:
         self._ticks += 1
@@ -95,6 +106,4 @@ class NodeWatch:
             if done is not None:
                 changed += 1
                 log.warn("Execution {execution_id} of dead node {node}: {status}", execution_id=doc["id"], node=node, status=done["status"])
-        if changed:
-            self._executions.wake()
         return changed

@@ -18,9 +18,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from bwcd.execution.runners.params import ParameterError, maskSecrets, mergeSchema, validateParameters
+from bwcd.errors import Invalid, Unavailable
+from bwcd.execution.runners.params import ParameterError, maskSecrets, maskText, mergeSchema, validateParameters
 from bwcd.execution.runners.types import runnerParameters, runnerTypeDict
 from bwcd.store.interface import IStore, newId
+from bwcd.datastore.templating import mentionsDatastore, renderWithDatastore, serviceDecrypt, serviceFetch
 from bwcd.rules.templating import ParameterRenderError, renderParameters
 from bwcd.timeutil import isoformat, parseIso, utcnow
 
@@ -30,17 +32,28 @@ COMPLETED = frozenset({"succeeded", "failed", "timeout", "canceled", "abandoned"
 CANCELABLE = frozenset({"requested", "scheduled", "delayed", "running", "pausing", "paused", "resuming"})
 
 
-class QueueFull(Exception):
+class QueueFull(Unavailable):
     """
     Too many executions are waiting for a runner slot to take more work.
     """
 
+    def __init__(self, queued: int = 0, maxQueued: int = 0) -> None:
+        super().__init__(
+            f"{queued} executions are waiting to run (runner.max_queued is {maxQueued}); try again shortly.",
+            headers={"Retry-After": "2"},
+        )
+        self.queued = queued
+        self.maxQueued = maxQueued
 
-class ExecutionRequestError(ValueError):
+
+class ExecutionRequestError(Invalid, ValueError):
     """
     The request cannot become an execution; the message is the API's 400
     faultstring.
     """
+
+    def __str__(self) -> str:
+        return self.faultstring
 
 
 def _hasTemplate(value: Any) -> bool:
@@ -70,23 +83,31 @@ def liveParameters(schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, 
 class ExecutionService:
     """
     Creates executions, moves them through their statuses and tells
-    listeners when they complete.
-
-    @ivar wake: called after an execution is queued, so the executor of this
-        process can claim it at once instead of at its next poll.
+    listeners when one is queued (so the executor of this process claims it
+    at once instead of at its next poll) and when one completes.
     """
 
     def __init__(
-        self, store: IStore, clock: IReactorTime, publicURL: str, webuiBaseURL: str = "", nodeId: str = "", maxQueued: int = 10000
+        self,
+        store: IStore,
+        clock: IReactorTime,
+        publicURL: str,
+        webuiBaseURL: str = "",
+        maxQueued: int = 10000,
+        keys: Optional[Any] = None,
     ) -> None:
+        """
+        @param keys: the datastore (L{bwcd.datastore.keys.KeyService}) that
+            C{st2kv.system.*} / C{st2kv.user.*} in parameters read, or None.
+        """
         self._store = store
+        self._keys = keys
         self._clock = clock
         self._publicURL = publicURL.rstrip("/")
         self._webui = (webuiBaseURL or publicURL).rstrip("/")
         self._listeners: List[Callable[[dict], Any]] = []
+        self._queueListeners: List[Callable[[], Any]] = []
         self._waiters: Dict[str, List[Deferred]] = {}
-        self.nodeId = nodeId
-        self.wake: Callable[[], None] = lambda: None
         self.maxQueued = maxQueued
         self._queuedCounted = 0
         self._runnerDocs: Dict[str, Dict[str, Any]] = {}
@@ -107,7 +128,7 @@ class ExecutionService:
         @raise QueueFull: the queue of waiting executions is at its bound.
         """
         if self.queued >= self.maxQueued:
-            raise QueueFull()
+            raise QueueFull(self.queued, self.maxQueued)
 
     def noteClaimed(self, count: int) -> None:
         self._queuedDelta -= count
@@ -147,6 +168,21 @@ class ExecutionService:
             return mergeSchema(runnerParameters(action["runner_type"]), action.get("parameters") or {}, action["ref"])
         except ParameterError as e:
             raise ExecutionRequestError(str(e))
+
+    def secretSchemaFor(self, action: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+        """
+        A schema good enough to mask secrets with even when the action's
+        own schema cannot be merged with its runner's (a broken override):
+        the runner's definitions overlaid with the action's, as written.
+        """
+        try:
+            schema: Dict[str, Dict[str, Any]] = dict(runnerParameters(action["runner_type"]))
+        except KeyError:
+            schema = {}
+        for name, spec in (action.get("parameters") or {}).items():
+            if isinstance(spec, Mapping):
+                schema[name] = dict(schema.get(name) or {}, **spec)
+        return schema
 
     # -- creation --------------------------------------------------------
 
@@ -202,24 +238,29 @@ class ExecutionService:
         error: Optional[str] = None
         given = dict(parameters or {})
         live = given
+        schema = self.secretSchemaFor(action)
         try:
             if not action.get("enabled", True):
                 raise ExecutionRequestError(f'Unable to execute. Action "{actionRef}" is disabled.')
             schema = self.schemaFor(action)
             scope = dict(renderContext or {})
             scope["action_context"] = ctx
-            live = liveParameters(schema, given, scope)
+            live = await self._render(schema, given, scope, ctx["user"])
             # Immutability and types are checked on what the caller gave;
             # rendered template defaults (core.echo's cmd) are added after.
             full = validateParameters(schema, {k: live[k] for k in given})
             full.update({k: v for k, v in live.items() if k not in given})
         except (ExecutionRequestError, ParameterError) as e:
-            error = str(e)
-            schema = {}
-            full = live
-        doc["parameters"] = maskSecrets(schema, live) if schema else live
+            # The message may quote a value (jsonschema's "'x' is not of
+            # type 'integer'"): a secret one is masked there too, since the
+            # message is stored, answered and logged.
+            error = maskText(str(e), schema, live)
+        # Secrets are masked whether or not the request was valid: a failed
+        # execution is stored and shown as well.
+        doc["parameters"] = maskSecrets(schema, live)
         doc["_given"] = given
-        doc["_parameters"] = full
+        if error is None:
+            doc["_parameters"] = full
         doc["liveaction"]["parameters"] = doc["parameters"]
         if error is not None:
             if not failOnError:
@@ -238,12 +279,26 @@ class ExecutionService:
             doc["_run_at"] = isoformat(utcnow(self._clock) + timedelta(milliseconds=delay))
             doc["log"].append({"status": "delayed", "timestamp": now})
         await self._store.insert("executions", doc)
-        if not delay:
-            self._queuedDelta += 1
         if "rule" not in ctx:  # the rules engine logs the executions it starts
             log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
-        self.wake()
+        if not delay:
+            self._queued(1)
         return doc
+
+    async def _render(self, schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, Any], scope: Dict[str, Any], user: str) -> Dict[str, Any]:
+        """
+        L{liveParameters}, with the datastore values the templates read
+        fetched first (Jinja renders synchronously; the store is not).
+        """
+        sources = [given, [spec.get("default") for spec in schema.values() if spec]]
+        if self._keys is None or not mentionsDatastore(sources):
+            return liveParameters(schema, given, scope)
+        return await renderWithDatastore(
+            lambda st2kv: liveParameters(schema, given, dict(scope, st2kv=st2kv)),
+            serviceFetch(self._keys, user),
+            sources,
+            serviceDecrypt(self._keys),
+        )
 
     async def settleOrphan(self, doc: Mapping[str, Any], error: str) -> Optional[dict]:
         """
@@ -258,7 +313,7 @@ class ExecutionService:
             "executions", {"id": doc["id"], "status": "scheduled", "node": doc.get("node")}, set={"status": "requested", "node": None}
         )
         if requeued is not None:
-            self._queuedDelta += 1
+            self._queued(1)
         return requeued
 
     async def releaseDelayed(self) -> int:
@@ -269,7 +324,8 @@ class ExecutionService:
         released = 0
         while await self._store.update("executions", {"status": "delayed", "_run_at": {"$lte": now}}, set={"status": "requested"}) is not None:
             released += 1
-        self._queuedDelta += released
+        if released:
+            self._queued(released)
         return released
 
     async def reRun(self, original: dict, parameters: Mapping[str, Any], user: str) -> dict:
@@ -326,7 +382,26 @@ class ExecutionService:
         )
         return updated if updated is not None else (await self._store.get("executions", execution["id"]))
 
-    # -- completion ------------------------------------------------------
+    # -- listeners -------------------------------------------------------
+
+    def addQueueListener(self, fn: Callable[[], Any]) -> None:
+        """
+        Call C{fn()} whenever executions are queued (requested, released
+        from a delay, or given back by a node that died).
+        """
+        self._queueListeners.append(fn)
+
+    def removeQueueListener(self, fn: Callable[[], Any]) -> None:
+        if fn in self._queueListeners:
+            self._queueListeners.remove(fn)
+
+    def _queued(self, count: int) -> None:
+        self._queuedDelta += count
+        for fn in list(self._queueListeners):
+            try:
+                fn()
+            except Exception:
+                log.failure("Queue listener {fn!r} failed", fn=fn)
 
     def addCompletionListener(self, fn: Callable[[dict], Any]) -> None:
         self._listeners.append(fn)

@@ -29,6 +29,7 @@ import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -159,8 +160,11 @@ class _Snapshot:
             self.hooks.pop(url, None)
 
 
-class RuleIndex:
+class RuleIndex(Service):
     """
+    As a service: starting it loads the index and polls for other
+    processes' changes; stopping it stops the polling.
+
     @param pollInterval: seconds between reads of the change marker.
     """
 
@@ -259,6 +263,20 @@ class RuleIndex:
             return False
         await self.reload()
         return True
+
+    def startService(self) -> Deferred:  # type: ignore[override]
+        super().startService()
+
+        async def loadAndPoll() -> None:
+            await self.reload()
+            if self.running:
+                self.start()
+
+        return ensureDeferred(loadAndPoll())
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.stop()
 
     def start(self) -> None:
         """

@@ -39,6 +39,7 @@ and again on the full set before the runner is invoked.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 import jsonschema
@@ -296,6 +297,55 @@ def maskSecrets(schema: Mapping[str, Mapping[str, Any]], params: Mapping[str, An
         spec = schema.get(name)
         masked[name] = _maskValue(spec, value) if isinstance(spec, Mapping) else copy.deepcopy(value)
     return masked
+
+
+def _secretsIn(spec: Mapping[str, Any], value: Any, found: List[Any]) -> None:
+    if spec.get("secret", False):
+        found.append(value)
+        return
+    properties = spec.get("properties")
+    if isinstance(value, dict) and isinstance(properties, Mapping):
+        for k, v in value.items():
+            if isinstance(properties.get(k), Mapping):
+                _secretsIn(properties[k], v, found)
+    items = spec.get("items")
+    if isinstance(value, list) and isinstance(items, Mapping):
+        for v in value:
+            _secretsIn(items, v, found)
+
+
+def secretValues(schema: Mapping[str, Mapping[str, Any]], params: Mapping[str, Any]) -> List[Any]:
+    """
+    The values of C{params} that L{maskSecrets} would hide.
+    """
+    found: List[Any] = []
+    for name, value in params.items():
+        spec = schema.get(name)
+        if isinstance(spec, Mapping):
+            _secretsIn(spec, value, found)
+    return found
+
+
+def maskText(text: str, schema: Mapping[str, Mapping[str, Any]], params: Mapping[str, Any]) -> str:
+    """
+    C{text} (an error message) with every secret value of C{params}
+    replaced by C{"********"}: as Python shows it (jsonschema quotes values
+    with C{repr}), as JSON, and, for strings of four characters or more,
+    as it is (shorter ones would mask unrelated words).
+    """
+    for value in secretValues(schema, params):
+        if value is None or value == "":
+            continue
+        forms = {repr(value)}
+        try:
+            forms.add(json.dumps(value))
+        except (TypeError, ValueError):
+            pass
+        if isinstance(value, str) and len(value) >= 4:
+            forms.add(value)
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, MASKED_VALUE)
+    return text
 
 
 def splitRunnerAndAction(
