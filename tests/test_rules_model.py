@@ -13,10 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from bwcd.packs.loader import Pack
 from bwcd.packs.rules import loadRules
 from bwcd.rules.model import RuleError, normaliseRule, ruleFromYaml
+from bwcd.packs.triggers import loadTriggerTypes
 from bwcd.rules.triggers import (
     SYSTEM_TRIGGER_TYPES,
     TriggerError,
-    loadTriggerTypes,
     parameterisedTrigger,
     payloadError,
     schemaError,

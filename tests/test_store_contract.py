@@ -1,8 +1,10 @@
 """
 One contract for every storage backend (L{bwcd.store.interface.IStore}),
-run against SQLite and against a real MongoDB wire-protocol server, plus the
-properties only one backend has (SQLite's group commit, threads, schema
-versions; MongoDB's failure modes).
+run against SQLite, against a real MongoDB wire-protocol server and against
+the in-memory test double L{bwcd.testing.MemoryStore}, plus the properties
+only one backend has (SQLite's group commit, threads, schema versions;
+MongoDB's failure modes; the memory store's synchronous answers and test
+controls).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bwcd.store.interface import DuplicateKey, IStore, StoreError, StoreUnavaila
 from bwcd.store.mongo import MongoStore, parseMongoURL
 from bwcd.store.sqlite import SQLiteStore, compileFilter
 from bwcd.store.url import openStore
+from bwcd.testing import MemoryDatabase, MemoryStore
 from tests.mongoserver import mongoURL
 
 HEX24 = re.compile(r"[0-9a-f]{24}\Z")
@@ -49,8 +52,10 @@ class ContractMixin:
     The behaviour every backend must have.  Subclasses provide
     C{makeStore()}: a started store on empty storage, stopped at cleanup,
     and C{makeSecondStore()}: another started store on the same data (a
-    second process, as far as the backend can tell).
+    second process, as far as the backend can tell), and C{backendName}.
     """
+
+    backendName: str
 
     def setUp(self):
         async def setUp():
@@ -76,7 +81,7 @@ class ContractMixin:
         The store provides IStore and names its backend.
         """
         self.assertTrue(verifyObject(IStore, self.store))
-        self.assertIn(self.store.name, ("sqlite", "mongodb"))
+        self.assertEqual(self.store.name, self.backendName)
 
     async def test_ping(self):
         """
@@ -159,7 +164,7 @@ class ContractMixin:
         Every declared collection can be written and read.
         """
         for name in schema.COLLECTIONS:
-            doc = await self.store.insert(name, {"ref": "p.x", "name": "n", "key_hash": "k", "token_hash": "t",
+            doc = await self.store.insert(name, {"ref": "p.x", "name": "n", "scope": "st2kv.system", "key_hash": "k", "token_hash": "t",
                                                  "rule": {"id": "r"}, "trigger_instance_id": "ti"})
             self.assertEqual(await self.store.get(name, doc["id"]), doc)
             self.assertEqual(await self.store.count(name, {}), 1)
@@ -255,6 +260,16 @@ class ContractMixin:
         self.assertEqual(await self.matching({"tag": {"$exists": False}}), ["b", "c"])
         self.assertEqual(await self.matching({"context.user": {"$exists": True}}), ["a", "b", "d"])
         self.assertEqual(await self.matching({"id": {"$exists": True}}), sorted(ids))
+
+    async def test_objectEqualityIsOrdered(self):
+        """
+        An embedded object equals a filter value only with the same keys in
+        the same order (MongoDB compares field by field, SQLite JSON text).
+        """
+        await self.store.insert("executions", {"o": {"a": 1, "b": 2}})
+        self.assertEqual(await self.store.count("executions", {"o": {"a": 1, "b": 2}}), 1)
+        self.assertEqual(await self.store.count("executions", {"o": {"b": 2, "a": 1}}), 0)
+        self.assertEqual(await self.store.count("executions", {"o": {"a": 1}}), 0)
 
     # -- sorting and paging ------------------------------------------------------
 
@@ -481,6 +496,8 @@ class SQLiteStoreTests(ContractMixin, TestCase):
     """
     The contract, and SQLite's own guarantees.
     """
+
+    backendName = "sqlite"
 
     async def makeStore(self, path=None, **kw) -> SQLiteStore:
         if path is None:
@@ -747,6 +764,8 @@ class MongoStoreTests(ContractMixin, TestCase):
     BWCD_TEST_MONGODB_URL), and MongoDB's failure modes.
     """
 
+    backendName = "mongodb"
+
     async def makeStore(self, url=None, **kw) -> MongoStore:
         if url is None:
             url = self.url = await mongoURL(self)
@@ -838,6 +857,248 @@ class MongoStoreTests(ContractMixin, TestCase):
         await self.assertFailure(store.update("kv", {}, set={"x": 1}), StoreUnavailable)
         self.assertIs(await store.ping(), False)
         self.assertEqual(await self.store.find("kv", {}), [await self.store.findOne("kv", {"name": "before"})])
+
+
+# -- the in-memory test double -------------------------------------------------------
+
+
+class MemoryStoreContractTests(ContractMixin, TestCase):
+    """
+    The contract against L{MemoryStore}, so that tests written on it
+    describe what the real backends do.
+    """
+
+    backendName = "memory"
+
+    async def makeStore(self) -> MemoryStore:
+        self.database = MemoryDatabase()
+        store = MemoryStore(self.database)
+        await store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    async def makeSecondStore(self) -> MemoryStore:
+        store = MemoryStore(self.database)
+        await store.start()
+        self.addCleanup(store.stop)
+        return store
+
+
+class MemoryStoreTests(SynchronousTestCase):
+    """
+    What only the memory store has: answers that have already fired, copies
+    in and out, and the controls tests use to reach pending and failing
+    states.
+    """
+
+    def setUp(self):
+        self.store = MemoryStore()
+        self.successResultOf(self.store.start())
+
+    def test_answersHaveFired(self):
+        """
+        Every operation's Deferred has fired by the time it is returned.
+        """
+        store = self.store
+        doc = self.successResultOf(store.insert("executions", {"status": "queued", "n": 1}))
+        self.assertEqual(self.successResultOf(store.get("executions", doc["id"])), doc)
+        self.assertEqual(self.successResultOf(store.findOne("executions", {"n": 1})), doc)
+        self.assertEqual(self.successResultOf(store.find("executions", {}, [("n", 1)], limit=5)), [doc])
+        self.assertEqual(self.successResultOf(store.count("executions", {"status": "queued"})), 1)
+        after = self.successResultOf(store.update("executions", {"id": doc["id"]}, set={"status": "running"}))
+        self.assertEqual(after["status"], "running")
+        self.assertEqual(self.successResultOf(store.replace("executions", dict(doc, n=2)))["n"], 2)
+        self.assertIs(self.successResultOf(store.ping()), True)
+        self.assertIs(self.successResultOf(store.deleteOne("executions", doc["id"])), True)
+        self.assertEqual(self.successResultOf(store.delete("executions", {})), 0)
+        self.failureResultOf(store.insert("users", {"name": "x", "id": 3}), ValueError)
+        self.successResultOf(store.insert("users", {"name": "x"}))
+        self.failureResultOf(store.insert("users", {"name": "x"}), DuplicateKey)
+        self.assertEqual(
+            store.operations,
+            ["insert", "get", "findOne", "find", "count", "update", "replace", "ping", "deleteOne", "delete",
+             "insert", "insert", "insert"],
+        )
+
+    def test_copiesInAndOut(self):
+        """
+        Neither the dict given to insert nor any dict handed back shares
+        state with what is stored.
+        """
+        given = {"name": "k", "value": {"list": [1]}}
+        inserted = self.successResultOf(self.store.insert("kv", given))
+        given["value"]["list"].append(2)
+        inserted["value"]["list"].append(3)
+        got = self.successResultOf(self.store.get("kv", inserted["id"]))
+        self.assertEqual(got["value"], {"list": [1]})
+        got["value"]["list"].append(4)
+        for found in self.successResultOf(self.store.find("kv", {})):
+            found["value"]["list"].append(5)
+        setValue = {"x": [1]}
+        self.successResultOf(self.store.update("kv", {"name": "k"}, set={"other": setValue}))
+        setValue["x"].append(6)
+        self.assertEqual(
+            self.successResultOf(self.store.get("kv", inserted["id"])),
+            {"id": inserted["id"], "name": "k", "value": {"list": [1]}, "other": {"x": [1]}},
+        )
+
+    def test_notJSON(self):
+        """
+        What a real backend could not serialise is refused, as SQLite refuses
+        it, and nothing is stored.
+        """
+        self.failureResultOf(self.store.insert("kv", {"name": "k", "v": float("nan")}), ValueError)
+        self.failureResultOf(self.store.insert("kv", {"name": "k", "v": {1, 2}}), TypeError)
+        self.successResultOf(self.store.insert("kv", {"name": "k"}))
+        self.failureResultOf(self.store.update("kv", {"name": "k"}, set={"v": object()}), TypeError)
+        self.assertEqual(self.successResultOf(self.store.count("kv", {})), 1)
+        self.assertNotIn("v", self.successResultOf(self.store.findOne("kv", {})))
+
+    def test_jsonShapes(self):
+        """
+        Documents read back as JSON would give them: tuples become lists.
+        """
+        doc = self.successResultOf(self.store.insert("kv", {"name": "k", "v": (1, 2)}))
+        self.assertEqual(self.successResultOf(self.store.get("kv", doc["id"]))["v"], [1, 2])
+
+    def test_uniqueKeyRequired(self):
+        """
+        A document without one of its collection's unique keys (or with a
+        null there) is refused, since the real backends would treat it
+        differently (SQLite lets many in, MongoDB one).
+        """
+        self.failureResultOf(self.store.insert("users", {"nick": "x"}), ValueError)
+        self.failureResultOf(self.store.insert("users", {"name": None}), ValueError)
+        self.failureResultOf(self.store.insert("ruleenforcements", {"rule": {"id": "r"}}), ValueError)
+        user = self.successResultOf(self.store.insert("users", {"name": "x"}))
+        self.failureResultOf(self.store.update("users", {"id": user["id"]}, set={"name": None}), ValueError)
+        self.failureResultOf(self.store.replace("users", {"id": user["id"]}), ValueError)
+        self.assertEqual(self.successResultOf(self.store.get("users", user["id"])), user)
+
+    def test_failedUpdateChangesNothing(self):
+        """
+        An update that fails half-way (a push to a non-list after a set)
+        leaves the document as it was.
+        """
+        doc = self.successResultOf(self.store.insert("kv", {"name": "k", "v": 1}))
+        self.failureResultOf(self.store.update("kv", {"name": "k"}, set={"w": 2}, push={"v": 3}), ValueError)
+        self.failureResultOf(self.store.update("kv", {"name": "k"}, set={"v.deeper": 3}), ValueError)
+        self.assertEqual(self.successResultOf(self.store.get("kv", doc["id"])), doc)
+
+    def test_hold(self):
+        """
+        While held, operations wait and run in call order at release;
+        programming errors still fail at once.
+        """
+        self.store.hold()
+        inserted = self.store.insert("kv", {"name": "k"})
+        counted = self.store.count("kv", {})
+        pinged = self.store.ping()
+        self.failureResultOf(self.store.insert("nosuch", {}), ValueError)
+        self.assertNoResult(inserted)
+        self.assertNoResult(counted)
+        self.assertNoResult(pinged)
+        self.assertEqual(self.store.held, ["insert", "count", "ping"])
+        self.assertEqual(self.store.database.collections["kv"], {})
+        self.assertEqual(self.store.release(), 3)
+        self.assertEqual(self.successResultOf(inserted)["name"], "k")
+        self.assertEqual(self.successResultOf(counted), 1)
+        self.assertIs(self.successResultOf(pinged), True)
+        self.assertEqual(self.store.held, [])
+        self.successResultOf(self.store.get("kv", "x"))
+
+    def test_step(self):
+        """
+        step runs one held operation at a time, oldest first, and what its
+        callbacks start is held in turn.
+        """
+        self.store.hold()
+        first = self.store.insert("kv", {"name": "a"})
+        chained = []
+        first.addCallback(lambda _: chained.append(self.store.insert("kv", {"name": "b"})))
+        counted = self.store.count("kv", {})
+        self.assertEqual(self.store.step(), "insert")
+        self.successResultOf(first)
+        self.assertNoResult(counted)
+        self.assertEqual(self.store.held, ["count", "insert"])
+        self.assertEqual(self.store.step(), "count")
+        self.assertEqual(self.successResultOf(counted), 1)
+        self.assertNoResult(chained[0])
+        self.assertEqual(self.store.step(), "insert")
+        self.assertIsNone(self.store.step())
+        self.assertEqual(self.store.held, [])
+        self.assertEqual(self.store.release(), 0)
+        self.assertEqual(self.successResultOf(self.store.count("kv", {})), 2)
+
+    def test_stopFinishesHeldWrites(self):
+        """
+        stop runs the held operations first, as SQLite finishes writes
+        queued before stop.
+        """
+        self.store.hold()
+        inserted = self.store.insert("kv", {"name": "k"})
+        self.successResultOf(self.store.stop())
+        self.assertEqual(self.successResultOf(inserted)["name"], "k")
+
+    def test_breakDown(self):
+        """
+        A broken-down store fails every operation with StoreUnavailable and
+        pings False until repaired; its data is kept.
+        """
+        self.successResultOf(self.store.insert("kv", {"name": "k"}))
+        self.store.breakDown("disk on fire")
+        error = self.failureResultOf(self.store.find("kv", {}), StoreUnavailable)
+        self.assertEqual(str(error.value), "disk on fire")
+        self.failureResultOf(self.store.insert("kv", {"name": "j"}), StoreUnavailable)
+        self.assertIs(self.successResultOf(self.store.ping()), False)
+        self.store.repair()
+        self.assertEqual(self.successResultOf(self.store.count("kv", {})), 1)
+
+    def test_lifecycle(self):
+        """
+        Starting a running store fails; a stopped one refuses work with
+        StoreUnavailable and pings False; started again it has its data.
+        """
+        self.failureResultOf(self.store.start(), StoreError)
+        doc = self.successResultOf(self.store.insert("kv", {"name": "k"}))
+        self.successResultOf(self.store.stop())
+        self.successResultOf(self.store.stop())
+        self.failureResultOf(self.store.get("kv", doc["id"]), StoreUnavailable)
+        self.assertIs(self.successResultOf(self.store.ping()), False)
+        self.failureResultOf(self.store.get("nosuch", "x"), ValueError)
+        self.successResultOf(self.store.start())
+        self.assertEqual(self.successResultOf(self.store.get("kv", doc["id"])), doc)
+
+    def test_unstarted(self):
+        """
+        A store that was never started refuses work, as the real ones do.
+        """
+        self.failureResultOf(MemoryStore().insert("kv", {"name": "k"}), StoreUnavailable)
+
+    def test_sharedDatabase(self):
+        """
+        Stores on one database see each other's writes; separate ones do
+        not.
+        """
+        other = MemoryStore(self.store.database)
+        self.successResultOf(other.start())
+        doc = self.successResultOf(other.insert("kv", {"name": "k"}))
+        self.assertEqual(self.successResultOf(self.store.get("kv", doc["id"])), doc)
+        alone = MemoryStore()
+        self.successResultOf(alone.start())
+        self.assertIsNone(self.successResultOf(alone.get("kv", doc["id"])))
+
+    def test_sortAcrossTypes(self):
+        """
+        Values of different types sort in MongoDB's order: missing and null,
+        numbers, strings, objects, arrays, booleans.
+        """
+        for name, value in [("bool", True), ("list", [1]), ("obj", {"a": 1}), ("str", "s"), ("num", 3),
+                            ("null", None)]:
+            self.successResultOf(self.store.insert("executions", {"name": name, "v": value}))
+        self.successResultOf(self.store.insert("executions", {"name": "missing"}))
+        docs = self.successResultOf(self.store.find("executions", {"name": {"$ne": "missing"}}, [("v", 1)]))
+        self.assertEqual([d["name"] for d in docs], ["null", "num", "str", "obj", "list", "bool"])
 
 
 class MongoURLTests(SynchronousTestCase):

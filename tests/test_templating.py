@@ -9,7 +9,7 @@ import subprocess
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from twisted.trial.unittest import SynchronousTestCase
 
-from bwcd.rules import templating
+from bwcd.rules import filters, templating
 from bwcd.rules.templating import (
     FILTERS,
     NONE_MAGIC_VALUE,
@@ -184,8 +184,8 @@ class FilterTests(SynchronousTestCase):
         jsonpath_query returns the list of matches, or None for no match.
         """
         data = {"people": [{"name": "a"}, {"name": "b"}]}
-        self.assertEqual(templating.jsonpathQuery(data, "people[*].name"), ["a", "b"])
-        self.assertIsNone(templating.jsonpathQuery(data, "nobody"))
+        self.assertEqual(filters.jsonpathQuery(data, "people[*].name"), ["a", "b"])
+        self.assertIsNone(filters.jsonpathQuery(data, "nobody"))
         self.assertEqual(render("{{ d | jsonpath_query('people[0].name') }}", d=data), "['a']")
 
     def test_toComplex(self):
@@ -219,7 +219,7 @@ class FilterTests(SynchronousTestCase):
         cases = {0: "0s", 0.5: "0.5\u03bcs", 59: "59s", 61: "1m1s", 3661: "1h1m1s",
                  2 * 86400 + 5: "2d0h0m5s", 61.6: "1m2s", 365 * 86400: "1y0d0h0m0s"}
         for seconds, expected in cases.items():
-            self.assertEqual(templating.toHumanTimeFromSeconds(seconds), expected, seconds)
+            self.assertEqual(filters.toHumanTimeFromSeconds(seconds), expected, seconds)
         self.assertEqual(render("{{ 3661 | to_human_time_from_seconds }}"), "1h1m1s")
         self.assertRaises(TypeError, render, "{{ '5' | to_human_time_from_seconds }}")
 
@@ -237,8 +237,8 @@ class FilterTests(SynchronousTestCase):
         ordered = ["1.0.0-2", "1.0.0-11", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",
                    "1.0.0-beta", "1.0.0"]
         for lower, higher in zip(ordered, ordered[1:]):
-            self.assertEqual(templating.versionCompare(lower, higher), -1, (lower, higher))
-            self.assertEqual(templating.versionCompare(higher, lower), 1, (higher, lower))
+            self.assertEqual(filters.versionCompare(lower, higher), -1, (lower, higher))
+            self.assertEqual(filters.versionCompare(higher, lower), 1, (higher, lower))
 
     def test_versionMatch(self):
         """
@@ -247,9 +247,9 @@ class FilterTests(SynchronousTestCase):
         expectations = {">=1.0.0": True, ">1.0.0": True, "<2.0.0": True, "<=1.5.0": True,
                         "==1.5.0": True, "!=1.5.0": False, "<1.5.0": False, ">1.5.0": False}
         for expression, expected in expectations.items():
-            self.assertEqual(templating.versionMatch("1.5.0", expression), expected, expression)
+            self.assertEqual(filters.versionMatch("1.5.0", expression), expected, expression)
         self.assertEqual(render("{{ '1.5.0' | version_match('>1.0.0') }}"), "True")
-        self.assertRaises(ValueError, templating.versionMatch, "1.5.0", "~1.0.0")
+        self.assertRaises(ValueError, filters.versionMatch, "1.5.0", "~1.0.0")
 
     def test_versionBumpAndStrip(self):
         """
@@ -591,3 +591,39 @@ class CastTests(SynchronousTestCase):
         self.assertEqual(castValue("5", None), "5")
         self.assertEqual(castValue("5", "null"), "5")
         self.assertEqual(castValue("5", ["string", "null"]), "5")
+
+
+class RegexFiltersCatastrophicTests(SynchronousTestCase):
+    """
+    The Jinja regex filters take patterns a payload can supply, so they run
+    on RE2 like the criteria operators: a catastrophic pattern completes.
+    """
+
+    def test_catastrophicPatternCompletes(self) -> None:
+        """
+        C{(a+)+$} against a long non-matching subject returns (Python's
+        C{re} would backtrack for hours); trial's timeout catches a hang.
+        """
+        context = {"p": "(a+)+$", "s": "a" * 5000 + "!"}
+        self.assertEqual(templating.renderTemplate("{{ s | regex_match(p) }}", context), "False")
+        self.assertEqual(templating.renderTemplate("{{ s | regex_search('(a+)+b') }}", context), "False")
+
+    def test_filtersKeepTheirMeaning(self) -> None:
+        """
+        match anchors at the start, search does not, replace takes \\1
+        groups, substring picks the n-th match, ignorecase works.
+        """
+        r = templating.renderTemplate
+        self.assertEqual(r("{{ 'xab' | regex_match('ab') }}", {}), "False")
+        self.assertEqual(r("{{ 'xab' | regex_search('ab') }}", {}), "True")
+        self.assertEqual(r("{{ 'v1.2' | regex_replace('v(\\\\d)', 'w\\\\1') }}", {}), "w1.2")
+        self.assertEqual(r("{{ 'a1b2' | regex_substring('\\\\d', 1) }}", {}), "2")
+        self.assertEqual(r("{{ 'ABC' | regex_match('abc', ignorecase=True) }}", {}), "True")
+
+    def test_backreferenceIsAClearError(self) -> None:
+        """
+        A pattern RE2 cannot take fails with an error naming the pattern.
+        """
+        from bwcd.rules.regex import RegexError
+
+        self.assertRaises(RegexError, templating.renderTemplate, "{{ 'aa' | regex_match('(a)\\\\1') }}", {})

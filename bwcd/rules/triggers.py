@@ -24,19 +24,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import uuid
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import jsonschema
 from jsonschema import _legacy_keywords
 from jsonschema.exceptions import best_match
-from twisted.logger import Logger
 
-from bwcd.packs.loader import Pack, Problem, loadFolder
 from bwcd.store.interface import DuplicateKey, IStore, newId
-
-log = Logger(namespace="bwcd.rules.triggers")
 
 WEBHOOK_TYPE = "core.st2.webhook"
 ACTION_TRIGGER_TYPE = "core.st2.generic.actiontrigger"
@@ -51,7 +46,7 @@ def _obj(*names: str) -> Dict[str, Any]:
     return {"type": "object", "properties": {name: {} for name in names}}
 
 
-def _typeDoc(
+def triggerTypeDocument(
     pack: str,
     name: str,
     description: str = "",
@@ -60,6 +55,9 @@ def _typeDoc(
     tags: Optional[List[Any]] = None,
     metadata_file: Optional[str] = None,
 ) -> Dict[str, Any]:
+    """
+    A trigger type document (without id) as StackStorm shapes it.
+    """
     doc: Dict[str, Any] = {
         "ref": f"{pack}.{name}",
         "uid": f"trigger_type:{pack}:{name}",
@@ -79,7 +77,7 @@ def _typeDoc(
 #: internal types (bwcd emits core.st2.generic.actiontrigger; the others are
 #: registered so that rules and packs written for StackStorm load).
 SYSTEM_TRIGGER_TYPES: Tuple[Dict[str, Any], ...] = (
-    _typeDoc(
+    triggerTypeDocument(
         "core",
         "st2.webhook",
         "Trigger type for registering webhooks that can consume arbitrary payload.",
@@ -93,25 +91,25 @@ SYSTEM_TRIGGER_TYPES: Tuple[Dict[str, Any], ...] = (
             "additionalProperties": False,
         },
     ),
-    _typeDoc(
+    triggerTypeDocument(
         "core",
         "st2.generic.actiontrigger",
         "Trigger encapsulating the completion of an action execution.",
         payload_schema=_obj("execution_id", "status", "start_timestamp", "action_name", "action_ref", "runner_ref", "parameters", "result"),
     ),
-    _typeDoc(
+    triggerTypeDocument(
         "core",
         "st2.generic.notifytrigger",
         "Notification trigger.",
         payload_schema=_obj("execution_id", "status", "start_timestamp", "end_timestamp", "action_ref", "runner_ref", "channel", "route", "message", "data"),
     ),
-    _typeDoc(
+    triggerTypeDocument(
         "core",
         "st2.action.file_written",
         "Trigger encapsulating action file being written on disk.",
         payload_schema=_obj("ref", "file_path", "host_info"),
     ),
-    _typeDoc(
+    triggerTypeDocument(
         "core",
         "st2.generic.inquiry",
         'Trigger indicating a new "inquiry" has entered "pending" status',
@@ -124,17 +122,17 @@ SYSTEM_TRIGGER_TYPES: Tuple[Dict[str, Any], ...] = (
             "additionalProperties": False,
         },
     ),
-    _typeDoc("core", "st2.sensor.process_spawn", "Trigger indicating sensor process is started up.", payload_schema={"type": "object", "properties": {"object": {}}}),
-    _typeDoc("core", "st2.sensor.process_exit", "Trigger indicating sensor process is stopped.", payload_schema={"type": "object", "properties": {"object": {}}}),
-    _typeDoc("core", "st2.key_value_pair.create", "Trigger encapsulating datastore item creation.", payload_schema={"type": "object", "properties": {"object": {}}}),
-    _typeDoc("core", "st2.key_value_pair.update", "Trigger encapsulating datastore set action.", payload_schema={"type": "object", "properties": {"object": {}}}),
-    _typeDoc(
+    triggerTypeDocument("core", "st2.sensor.process_spawn", "Trigger indicating sensor process is started up.", payload_schema={"type": "object", "properties": {"object": {}}}),
+    triggerTypeDocument("core", "st2.sensor.process_exit", "Trigger indicating sensor process is stopped.", payload_schema={"type": "object", "properties": {"object": {}}}),
+    triggerTypeDocument("core", "st2.key_value_pair.create", "Trigger encapsulating datastore item creation.", payload_schema={"type": "object", "properties": {"object": {}}}),
+    triggerTypeDocument("core", "st2.key_value_pair.update", "Trigger encapsulating datastore set action.", payload_schema={"type": "object", "properties": {"object": {}}}),
+    triggerTypeDocument(
         "core",
         "st2.key_value_pair.value_change",
         "Trigger encapsulating a change of datastore item value.",
         payload_schema={"type": "object", "properties": {"old_object": {}, "new_object": {}}},
     ),
-    _typeDoc("core", "st2.key_value_pair.delete", "Trigger encapsulating datastore item deletion.", payload_schema={"type": "object", "properties": {"object": {}}}),
+    triggerTypeDocument("core", "st2.key_value_pair.delete", "Trigger encapsulating datastore item deletion.", payload_schema={"type": "object", "properties": {"object": {}}}),
 )
 
 SYSTEM_TRIGGER_TYPE_REFS = frozenset(t["ref"] for t in SYSTEM_TRIGGER_TYPES)
@@ -284,60 +282,6 @@ def payloadError(triggerRef: str, triggerType: Optional[Mapping[str, Any]], payl
     )
 
 
-# -- pack trigger types (pure) -----------------------------------------------
-
-_TYPE_KEYS = frozenset({"name", "pack", "description", "payload_schema", "parameters_schema", "tags", "metadata_file", "ref", "uid", "id"})
-
-
-def triggerTypeFromYaml(pack: Pack, path: str, data: Mapping[str, Any]) -> Tuple[Optional[Dict[str, Any]], Optional[Problem]]:
-    """
-    Validate one C{<pack>/triggers/*.yaml} mapping into a trigger type
-    document (without id).
-    """
-    name = data.get("name")
-    if not isinstance(name, str) or not name.strip():
-        return None, Problem(path, "name", "is required and must be a string")
-    if data.get("pack") not in (None, pack.name):
-        return None, Problem(path, "pack", f"must be {pack.name!r} (the pack's name), got {data.get('pack')!r}")
-    unknown = sorted(set(data) - _TYPE_KEYS)
-    if unknown:
-        return None, Problem(path, unknown[0], "unknown attribute")
-    for key in ("payload_schema", "parameters_schema"):
-        value = data.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            return None, Problem(path, key, "must be a mapping (a JSON schema)")
-        try:
-            TriggerSchemaValidator.check_schema(value)
-        except jsonschema.SchemaError as e:
-            return None, Problem(path, key, f"is not a valid JSON schema: {e.message}")
-    description = data.get("description", "") or ""
-    if not isinstance(description, str):
-        return None, Problem(path, "description", "must be a string")
-    tags = data.get("tags", []) or []
-    if not isinstance(tags, list):
-        return None, Problem(path, "tags", "must be a list")
-    doc = _typeDoc(
-        pack.name,
-        name,
-        description,
-        data.get("payload_schema"),
-        data.get("parameters_schema"),
-        tags,
-        os.path.relpath(path, pack.path),
-    )
-    return doc, None
-
-
-def loadTriggerTypes(pack: Pack) -> Tuple[List[Dict[str, Any]], List[Problem]]:
-    """
-    Every valid trigger type of C{pack}, and a problem for each file
-    skipped.
-    """
-    return loadFolder(pack, "triggers", triggerTypeFromYaml)
-
-
 # -- the registry over the store ---------------------------------------------
 
 
@@ -382,28 +326,6 @@ async def ensureSystemTriggerTypes(store: IStore) -> None:
     """
     for triggerType in SYSTEM_TRIGGER_TYPES:
         await registerTriggerType(store, triggerType)
-
-
-async def registerPackTriggerTypes(store: IStore, packs: Iterable[Pack]) -> Tuple[int, List[Problem]]:
-    """
-    Load and store the trigger types of every pack.
-
-    @return: how many were registered and the files skipped (logged).
-    """
-    count = 0
-    problems: List[Problem] = []
-    for pack in packs:
-        types, packProblems = loadTriggerTypes(pack)
-        problems.extend(packProblems)
-        for triggerType in types:
-            if triggerType["ref"] in SYSTEM_TRIGGER_TYPE_REFS:
-                problems.append(Problem(os.path.join(pack.path, triggerType.get("metadata_file", "")), "name", f"{triggerType['ref']} is a built-in trigger type"))
-                continue
-            await registerTriggerType(store, triggerType)
-            count += 1
-    for problem in problems:
-        log.error("Skipped trigger type file {path}: {field}: {reason}", path=problem.path, field=problem.field, reason=problem.reason)
-    return count, problems
 
 
 def missingTriggerMessage(typeRef: str) -> str:
@@ -468,17 +390,15 @@ __all__ = [
     "WEBHOOK_TYPE",
     "ensureSystemTriggerTypes",
     "hasParameters",
-    "loadTriggerTypes",
     "parameterisedTrigger",
     "payloadError",
     "publicTrigger",
-    "registerPackTriggerTypes",
     "registerTriggerType",
     "releaseTrigger",
     "schemaError",
     "shadowTrigger",
     "triggerForRule",
-    "triggerTypeFromYaml",
+    "triggerTypeDocument",
     "triggerUid",
     "validateTriggerParameters",
     "webhookUrl",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from pymongo import ReturnDocument
-from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, WriteConcernError
+from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, WriteConcernError
 from pymongo.uri_parser import parse_uri
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred, fail, gatherResults, succeed
@@ -38,6 +38,7 @@ from bwcd.store.schema import (
     COLLECTIONS,
     checkDocument,
     checkFilter,
+    checkPage,
     checkSort,
     checkUpdate,
     collectionSchema,
@@ -48,6 +49,8 @@ from bwcd.store.schema import (
 log = Logger()
 
 DEFAULT_DATABASE = "bwcd"
+
+_NOTHING_TO_DROP = (26, 27)  # NamespaceNotFound, IndexNotFound
 
 _UNAVAILABLE = (
     ConnectionFailure,  # AutoReconnect, NotPrimaryError, NetworkTimeout, ...
@@ -175,6 +178,8 @@ class MongoStore:
             )
             d.addTimeout(self._timeout, self._reactor)
             await d.addErrback(lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f)
+            for name, key in self._retiredIndexes():
+                await self._dropRetired(name, key)
         except BaseException as e:
             self._pool = self._db = None
             await pool.disconnect()
@@ -189,6 +194,24 @@ class MongoStore:
                 yield schema.name, key, False
             for key in schema.unique:
                 yield schema.name, key, True
+
+    def _retiredIndexes(self):
+        for schema in COLLECTIONS.values():
+            for key in schema.retired:
+                yield schema.name, key
+
+    async def _dropRetired(self, collection: str, key: tuple) -> None:
+        """
+        Drop an index the schema has retired; one that is not there (a new
+        database) is no error, and a failure only costs write speed.
+        """
+        try:
+            # txmongo's drop_index sends deleteIndexes, which servers no longer know
+            await self._db.command("dropIndexes", collection, index=indexName(key, False), timeout=self._timeout)
+        except OperationFailure as e:
+            if e.code not in _NOTHING_TO_DROP:
+                log.warn("Cannot drop retired index {index} of {collection}: {error}",
+                         index=indexName(key, False), collection=collection, error=str(e))
 
     def _ensureIndex(self, collection: str, key: tuple, unique: bool) -> Deferred:
         spec = None
@@ -323,10 +346,7 @@ class MongoStore:
         try:
             coll = self._collection(collection)
             query, order = mongoFilter(filter), mongoSort(sort)
-            if limit is not None and (not isinstance(limit, int) or limit < 0):
-                raise ValueError(f"limit must be None or >= 0, not {limit!r}")
-            if not isinstance(offset, int) or offset < 0:
-                raise ValueError(f"offset must be >= 0, not {offset!r}")
+            checkPage(limit, offset)
         except Exception as e:
             return fail(e)
         if limit == 0:

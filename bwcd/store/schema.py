@@ -25,7 +25,7 @@ from attrs import frozen
 SCHEMA_VERSION = 1
 """
 The SQLite schema version this code writes (C{PRAGMA user_version}); one
-migration per version in L{bwcd.store.sqlite.MIGRATIONS}.
+migration per version in L{bwcd.store.sqlite_file.MIGRATIONS}.
 """
 
 Key = Tuple[str, ...]
@@ -40,19 +40,29 @@ class CollectionSchema:
     @ivar indexes: non-unique indexes, each a tuple of dotted paths.
     @ivar unique: unique indexes, each a tuple of dotted paths (a compound
         key when longer than one).
+    @ivar retired: non-unique indexes once declared and now dropped (a
+        longer key starting with the same paths serves their filters), so
+        that databases made by an older bwcd do not keep paying for them.
     """
 
     name: str
     indexes: Tuple[Key, ...] = ()
     unique: Tuple[Key, ...] = ()
+    retired: Tuple[Key, ...] = ()
 
 
 def _declare(*schemas: CollectionSchema) -> Mapping[str, CollectionSchema]:
     return MappingProxyType({s.name: s for s in schemas})
 
 
+#: Every filter the API offers is backed by an index (tests.test_query
+#: checks the plans).  A listing filters on one field and sorts by a
+#: timestamp, so filters on fields that many documents share (user, action,
+#: runner, status) get a compound index ending with that timestamp: the
+#: store walks the index in order and stops after one page, instead of
+#: reading and sorting every match.
 COLLECTIONS: Mapping[str, CollectionSchema] = _declare(
-    CollectionSchema("actions", indexes=(("pack",),), unique=(("ref",),)),
+    CollectionSchema("actions", indexes=(("pack", "name"), ("name",)), unique=(("ref",),), retired=(("pack",),)),
     CollectionSchema("runnertypes", unique=(("name",),)),
     CollectionSchema(
         "executions",
@@ -60,14 +70,21 @@ COLLECTIONS: Mapping[str, CollectionSchema] = _declare(
             ("status",),
             # the executor's claim: oldest requested first, without a sort of the backlog
             ("status", "start_timestamp"),
-            ("action.ref",),
             ("start_timestamp",),
             ("context.user",),
-            ("rule.name",),
+            ("context.user", "start_timestamp"),
+            ("action.ref", "start_timestamp"),
+            ("rule.name", "start_timestamp"),
+            ("runner.name", "start_timestamp"),
+            ("trigger.name", "start_timestamp"),
+            ("trigger_type.name", "start_timestamp"),
+            ("parent", "start_timestamp"),
+            ("trigger_instance.id",),
+            ("liveaction.id",),
             ("context.rule.name",),
             ("context.trigger_instance.id",),
-            ("liveaction.id",),
         ),
+        retired=(("action.ref",), ("rule.name",)),
     ),
     CollectionSchema("execution_output", indexes=(("execution_id",),)),
     CollectionSchema("apikeys", indexes=(("user",),), unique=(("key_hash",),)),
@@ -75,21 +92,37 @@ COLLECTIONS: Mapping[str, CollectionSchema] = _declare(
     CollectionSchema("users", unique=(("name",),)),
     CollectionSchema(
         "rules",
-        indexes=(("trigger.ref",), ("trigger.type",), ("enabled",)),
+        indexes=(
+            ("trigger.ref",),
+            ("trigger.type",),
+            ("enabled",),
+            ("pack", "name"),
+            ("name",),
+            ("action.ref",),
+            ("context.user",),
+        ),
         unique=(("ref",),),
     ),
-    CollectionSchema("triggertypes", unique=(("ref",),)),
-    CollectionSchema("triggers", indexes=(("type",),), unique=(("ref",),)),
+    CollectionSchema("triggertypes", indexes=(("pack", "name"), ("name",)), unique=(("ref",),)),
+    CollectionSchema("triggers", indexes=(("type",), ("pack", "name"), ("name",)), unique=(("ref",),)),
     CollectionSchema(
         "triggerinstances",
-        indexes=(("status",), ("trigger",), ("occurrence_time",)),
+        indexes=(("status", "occurrence_time"), ("trigger", "occurrence_time"), ("occurrence_time",)),
+        retired=(("status",), ("trigger",)),
     ),
     CollectionSchema(
         "ruleenforcements",
-        indexes=(("enforced_at",), ("execution_id",)),
+        indexes=(
+            ("enforced_at",),
+            ("execution_id",),
+            ("rule.ref", "enforced_at"),
+            ("rule.id", "enforced_at"),
+            ("trigger_instance_id",),
+        ),
         unique=(("rule.id", "trigger_instance_id"),),
     ),
     CollectionSchema("kv", unique=(("name",),)),
+    CollectionSchema("keys", indexes=(("live_until",),), unique=(("scope", "name"),)),
 )
 
 
@@ -239,6 +272,18 @@ def checkSort(sort: Iterable[Tuple[str, int]]) -> Tuple[Tuple[str, int], ...]:
     return tuple(checked)
 
 
+def checkPage(limit: Optional[int], offset: int) -> None:
+    """
+    Check C{find}'s C{limit} (C{None} or C{>= 0}) and C{offset} (C{>= 0}).
+
+    @raise ValueError: for anything else.
+    """
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or >= 0, not {limit!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be >= 0, not {offset!r}")
+
+
 def checkUpdate(set: Optional[Mapping[str, Any]], push: Optional[Mapping[str, Any]]) -> None:
     """
     Check the C{set} and C{push} arguments of C{update}.
@@ -254,6 +299,43 @@ def checkUpdate(set: Optional[Mapping[str, Any]], push: Optional[Mapping[str, An
         for path in changes:
             if splitPath(path)[0] == "id":
                 raise ValueError("update cannot change the id")
+
+
+def _parent(doc: dict, path: str) -> Tuple[dict, str]:
+    parts = path.split(".")
+    node = doc
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None and part not in node:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {path!r}: {part!r} is not an object")
+        node = child
+    return node, parts[-1]
+
+
+def applyUpdate(doc: dict, set: Optional[Mapping[str, Any]], push: Optional[Mapping[str, Any]]) -> dict:
+    """
+    Change C{doc} in place as MongoDB's C{$set} and C{$push} would, and
+    return it; the backends that cannot hand the update to their database
+    apply it with this.  Missing intermediate objects are created; pushing
+    to a missing field creates a one-element list.
+
+    @raise ValueError: when a path crosses a non-object or a push targets a
+        field that is not a list.
+    """
+    for path, value in (set or {}).items():
+        node, key = _parent(doc, path)
+        node[key] = value
+    for path, value in (push or {}).items():
+        node, key = _parent(doc, path)
+        if key not in node:
+            node[key] = [value]
+        elif isinstance(node[key], list):
+            node[key].append(value)
+        else:
+            raise ValueError(f"cannot push to {path!r}: not a list")
+    return doc
 
 
 def checkDocument(doc: Mapping[str, Any]) -> None:
@@ -278,8 +360,10 @@ __all__ = [
     "OPERATORS",
     "RANGE_OPERATORS",
     "SCHEMA_VERSION",
+    "applyUpdate",
     "checkDocument",
     "checkFilter",
+    "checkPage",
     "checkSort",
     "checkUpdate",
     "collectionSchema",
