@@ -16,7 +16,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["bwcd", "bwcd.*"]) + ["twisted.plugins"],
-    package_data={"bwcd": ["packs/core/*.yaml", "packs/core/actions/*", "packs/core/triggers/*"]},
+    package_data={"bwcd": ["packs/core/*.yaml", "packs/core/actions/*", "packs/core/triggers/*", "api/openapi.yaml"]},
     include_package_data=True,
     install_requires=[
         "Twisted[tls]>=26.10,<27",
@@ -33,7 +33,9 @@ setup(
         "multipart>=2.0,<3",
         "service-identity>=26.1,<27",
         "attrs>=26.1",
+        "google-re2>=1.1,<2",
+        "cryptography>=50,<51",
     ],
-    extras_require={"test": ["secantusdb==0.7.0b3"]},
+    extras_require={"test": ["secantusdb==0.7.0b3", "schemathesis==4.32.5", "openapi-spec-validator==0.9.0"]},
     entry_points={"console_scripts": ["bwc = bwcd.cli.main:main", "st2 = bwcd.cli.main:main", "bwcd-admin = bwcd.admin:main"]},
 )

@@ -35,6 +35,9 @@ class ApiConfig:
     webui_base_url: str = ""
     #: serve Prometheus metrics at /metrics on the API listener
     metrics: bool = True
+    #: browser origins (scheme://host[:port]) that get CORS headers, as st2's
+    #: api.allow_origin; "*" allows any origin; empty (the default) sends none
+    allow_origins: tuple = ()
 
 
 @attrs.frozen
@@ -79,6 +82,13 @@ class SystemConfig:
 
 
 @attrs.frozen
+class DatastoreConfig:
+    #: st2's JSON AES key file for secret values (created 0600 at first
+    #: start when missing); default <state_dir>/datastore_key.json
+    encryption_key_path: str = ""
+
+
+@attrs.frozen
 class Config:
     api: ApiConfig = ApiConfig()
     auth: AuthConfig = AuthConfig()
@@ -86,6 +96,7 @@ class Config:
     packs: PacksConfig = PacksConfig()
     runner: RunnerConfig = RunnerConfig()
     system: SystemConfig = SystemConfig()
+    datastore: DatastoreConfig = DatastoreConfig()
     #: the file this came from, or None for built-in defaults
     source: Optional[str] = None
 
@@ -97,6 +108,7 @@ _SECTIONS = {
     "packs": PacksConfig,
     "runner": RunnerConfig,
     "system": SystemConfig,
+    "datastore": DatastoreConfig,
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", float: "a number", tuple: "a list"}
@@ -186,10 +198,16 @@ def _derive(config: Config, environ: Mapping[str, str]) -> Config:
         raise ConfigError("auth.token_ttl: must not exceed auth.token_max_ttl")
     if not config.api.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"api.public_url: expected an http:// or https:// URL, got {config.api.public_url!r}")
+    for origin in config.api.allow_origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"api.allow_origins: expected \"*\" or an http:// or https:// origin, got {origin!r}")
     for path in config.packs.paths:
         if not os.path.isdir(path):
             raise ConfigError(f"packs.paths: no such directory {path!r}")
-    return attrs.evolve(config, system=system, storage=storage, auth=auth)
+    datastore = config.datastore
+    if not datastore.encryption_key_path:
+        datastore = attrs.evolve(datastore, encryption_key_path=os.path.join(stateDir, "datastore_key.json"))
+    return attrs.evolve(config, system=system, storage=storage, auth=auth, datastore=datastore)
 
 
 def loadConfig(path: Optional[str] = None, environ: Mapping[str, str] = os.environ) -> Config:

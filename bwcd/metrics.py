@@ -22,9 +22,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 _ROUTES = frozenset(
     {
         "executions", "actionexecutions", "actions", "runnertypes", "webhooks", "rules", "triggertypes",
-        "triggers", "triggerinstances", "ruleenforcements", "apikeys", "tokens", "health",
+        "triggers", "triggerinstances", "ruleenforcements", "apikeys", "tokens", "health", "openapi.json",
     }
 )
+
+#: methods that get their own label; anything a client makes up is "other",
+#: so requests without credentials cannot add series without bound
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 EXECUTION_STATUSES = ("requested", "scheduled", "running", "succeeded", "failed", "timeout", "canceled", "abandoned")
 INSTANCE_STATUSES = ("pending", "processing", "processed", "processing_failed")
@@ -47,6 +51,21 @@ def routeLabel(path: bytes) -> str:
     return "other"
 
 
+def methodLabel(method: bytes) -> str:
+    """
+    A bounded label for a request method: a known method, else C{other}.
+    """
+    text = method.decode("latin-1")
+    return text if text in _METHODS else "other"
+
+
+def statusLabel(code: object) -> str:
+    """
+    A bounded label for a response status: a three-digit code, else C{other}.
+    """
+    return str(code) if isinstance(code, int) and 100 <= code <= 599 else "other"
+
+
 class Metrics:
     """
     The daemon's metrics registry.
@@ -67,8 +86,8 @@ class Metrics:
 
     def observeRequest(self, request: Any, seconds: float) -> None:
         route = routeLabel(request.path or b"")
-        method = request.method.decode("latin-1")
-        self.requests.labels(route, method, str(request.code)).inc()
+        method = methodLabel(request.method or b"")
+        self.requests.labels(route, method, statusLabel(request.code)).inc()
         self.latency.labels(route, method).observe(seconds)
         if route == "/v1/webhooks" and method == "POST":
             self.webhooks.labels("accepted" if 200 <= request.code < 300 else "rejected").inc()

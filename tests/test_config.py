@@ -28,6 +28,7 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(config.auth.listen, "tcp:9100:interface=127.0.0.1")
         self.assertEqual(config.storage.url, "sqlite://" + os.path.join(self.state, "bwcd.sqlite"))
         self.assertEqual(config.auth.users_file, os.path.join(self.state, "htpasswd"))
+        self.assertEqual(config.datastore.encryption_key_path, os.path.join(self.state, "datastore_key.json"))
         self.assertEqual(config.runner.max_concurrent, 16)
         self.assertEqual(config.api.max_body_bytes, 1048576)
 
@@ -68,10 +69,24 @@ class ParseTests(SynchronousTestCase):
         self.assertConfigError({"auth": {"users_file": "/nonexistent/users"}}, "auth.users_file: no such file '/nonexistent/users'")
         self.assertConfigError({"runner": {"max_concurrent": "many"}}, "runner.max_concurrent: expected an integer, got str 'many'")
         self.assertConfigError({"runner": {"max_concurrent": True}}, "runner.max_concurrent: expected an integer, got bool True")
-        self.assertConfigError({"api": {"lisen": "x"}}, "api.lisen: unknown key (known: listen, max_body_bytes, metrics, public_url, trusted_proxies, webui_base_url)")
-        self.assertConfigError({"nope": {}}, "nope: unknown section (known: api, auth, packs, runner, storage, system)")
+        self.assertConfigError({"api": {"lisen": "x"}}, "api.lisen: unknown key (known: allow_origins, listen, max_body_bytes, metrics, public_url, trusted_proxies, webui_base_url)")
+        self.assertConfigError({"nope": {}}, "nope: unknown section (known: api, auth, datastore, packs, runner, storage, system)")
         self.assertConfigError({"auth": {"token_ttl": 10, "token_max_ttl": 5}}, "auth.token_ttl: must not exceed auth.token_max_ttl")
         self.assertConfigError({"packs": {"paths": "/x"}}, "packs.paths: expected a list, got str '/x'")
+
+    def test_allowOrigins(self):
+        """
+        api.allow_origins is empty by default (no CORS headers), takes a list
+        of http(s) origins or "*", and names the key for anything else.
+        """
+        self.assertEqual(parseConfig({}, None, self.env).api.allow_origins, ())
+        config = parseConfig({"api": {"allow_origins": ["https://ui.example", "*"]}}, None, self.env)
+        self.assertEqual(config.api.allow_origins, ("https://ui.example", "*"))
+        self.assertConfigError(
+            {"api": {"allow_origins": ["ui.example"]}},
+            "api.allow_origins: expected \"*\" or an http:// or https:// origin, got 'ui.example'",
+        )
+        self.assertConfigError({"api": {"allow_origins": "*"}}, "api.allow_origins: expected a list, got str '*'")
 
     def test_lookupOrder(self):
         """

@@ -201,14 +201,16 @@ class HeaderTests(SynchronousTestCase):
 
     def test_credentialsRemoved(self):
         """
-        St2-Api-Key, X-Auth-Token and Cookie never reach the payload;
-        Authorization does (as in StackStorm).
+        St2-Api-Key, X-Auth-Token, Cookie, Authorization and
+        Proxy-Authorization never reach the payload (StackStorm keeps
+        Authorization; bwcd stores no credential).
         """
         result = self.headers(
-            [(b"St2-Api-Key", b"secret"), (b"x-auth-token", b"tok"), (b"Cookie", b"a=b"), (b"Authorization", b"Basic x"), (b"X-GitHub-Event", b"push")]
+            [(b"St2-Api-Key", b"secret"), (b"x-auth-token", b"tok"), (b"Cookie", b"a=b"), (b"Authorization", b"Basic x"),
+             (b"Proxy-Authorization", b"Basic y"), (b"X-GitHub-Event", b"push")]
         )
-        self.assertEqual(result.headers, {"Authorization": "Basic x", "X-Github-Event": "push", "X-Request-Id": "rid"})
-        self.assertEqual(result.lower, {"authorization": "Basic x", "x-github-event": "push", "x-request-id": "rid"})
+        self.assertEqual(result.headers, {"X-Github-Event": "push", "X-Request-Id": "rid"})
+        self.assertEqual(result.lower, {"x-github-event": "push", "x-request-id": "rid"})
 
     def test_traceTagPopped(self):
         """

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_api_basics -*-
 """
 The HTTP edge: a L{Site} whose requests enforce the body limit while the body
-is still arriving, answer CORS preflights, believe forwarded headers only from
-trusted proxies, and log one structured event per request with credentials
-removed from the logged path.
+is still arriving, send CORS headers to configured origins only, answer
+preflights, believe forwarded headers only from trusted proxies, and log one
+structured event per request with credentials removed from the logged path.
 
 These concerns sit below Klein because they must hold for every path,
 including ones no route matches, and because a body over the limit has to be
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Callable, Iterable, Optional
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 from twisted.logger import Logger
 from twisted.web.server import Request, Site
@@ -24,9 +24,14 @@ log = Logger(namespace="bwcd.http")
 
 #: query parameters that carry secrets and never reach a log line
 SECRET_QUERY_NAMES = frozenset({b"st2-api-key", b"x-auth-token"})
+#: any query name holding one of these is redacted too: a log line loses
+#: nothing by hiding a value that is not a secret after all
+_SECRET_NAME_PARTS = (b"api-key", b"apikey", b"token", b"password", b"passwd", b"secret")
 
+REDACTED = "********"
+
+#: sent, after Access-Control-Allow-Origin, to an allowed origin only
 CORS_HEADERS = (
-    (b"Access-Control-Allow-Origin", b"*"),
     (b"Access-Control-Allow-Methods", b"GET,POST,PUT,DELETE,OPTIONS"),
     (b"Access-Control-Allow-Headers", b"Content-Type,Authorization,X-Auth-Token,St2-Api-Key,X-Request-ID"),
     (b"Access-Control-Expose-Headers", b"Content-Type,X-Limit,X-Total-Count,X-Request-ID"),
@@ -34,26 +39,70 @@ CORS_HEADERS = (
 )
 
 
+def _isSecretName(rawName: bytes) -> bool:
+    # The name as Twisted's parse_qs decodes it ("+" is a space, then
+    # %-escapes), compared loosely: case, spacing and "_" for "-" do not
+    # let a secret through.
+    name = unquote_to_bytes(rawName.replace(b"+", b" ")).strip().lower().replace(b"_", b"-")
+    return name in SECRET_QUERY_NAMES or any(part in name for part in _SECRET_NAME_PARTS)
+
+
 def redactedURI(uri: bytes) -> str:
     """
     The request URI as it may be logged: secret query values replaced.
+
+    The query is split exactly as L{twisted.web.http.parse_qs} splits it for
+    C{request.args} (on C{&} and on C{;}), so every name Twisted could hand
+    to the credential check is seen here too.
     """
     path, sep, query = uri.partition(b"?")
     text = path.decode("utf-8", "replace")
     # GET/PUT/DELETE /v1/apikeys/<key> may carry a plaintext key in the path
     head, marker, rest = text.partition("/apikeys/")
     if marker and rest:
-        text = head + marker + "********"
+        text = head + marker + REDACTED
     if not sep:
         return text
-    pairs = parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True)
-    cleaned = [(k, "********" if k.lower().encode() in SECRET_QUERY_NAMES else v) for k, v in pairs]
+    cleaned = []
+    for item in (piece for chunk in query.split(b"&") for piece in chunk.split(b";")):
+        if not item:
+            continue
+        rawName, _, rawValue = item.partition(b"=")
+        name = unquote_to_bytes(rawName.replace(b"+", b" ")).decode("utf-8", "replace")
+        if _isSecretName(rawName):
+            cleaned.append((name, REDACTED))
+        else:
+            cleaned.append((name, unquote_to_bytes(rawValue.replace(b"+", b" ")).decode("utf-8", "replace")))
     return text + "?" + urlencode(cleaned)
 
 
 def errorBody(faultstring: str) -> bytes:
     return json.dumps({"faultstring": faultstring}).encode("utf-8")
 
+
+
+def clientAddress(request: Request) -> str:
+    """
+    The address a request came from, for logs and per-client limits.
+
+    Behind nginx every peer is 127.0.0.1, so with the peer in
+    the site's C{trustedProxies} the X-Forwarded-For list is read from the right and
+    the first address that is not a trusted proxy wins.  The leftmost hop is
+    never trusted blindly: a client can send any X-Forwarded-For, and nginx
+    only appends to it.
+    """
+    peer = getattr(request.getClientAddress(), "host", "") or ""
+    trusted = getattr(getattr(request, "site", None), "trustedProxies", frozenset())
+    if peer not in trusted:
+        return peer
+    forwarded = request.getHeader(b"x-forwarded-for")
+    if not forwarded:
+        return peer
+    hops = [h.strip().decode("latin-1") for h in forwarded.split(b",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop
+    return hops[0] if hops else peer
 
 class BwcdRequest(Request):
     """
@@ -86,20 +135,38 @@ class BwcdRequest(Request):
 
     def forwardedFor(self) -> str:
         """
-        The client's address: the first X-Forwarded-For hop when the peer is a
-        trusted proxy, else the peer itself.
+        The client's address: when the peer is a trusted proxy, the nearest
+        X-Forwarded-For hop that is not itself a trusted proxy (hops further
+        left were written by the client and may be made up), else the peer.
         """
-        peer = getattr(self.getClientAddress(), "host", "") or ""
-        if peer in self.site.trustedProxies:
-            forwarded = self.getHeader(b"x-forwarded-for")
-            if forwarded:
-                return forwarded.split(b",")[0].strip().decode("latin-1")
-        return peer
+        return clientAddress(self)
+
+    def _cors(self) -> None:
+        # Only an origin the configuration names may read answers from a
+        # browser: with auth disabled, "*" would let any web page start
+        # executions on a developer's daemon.
+        allowed = self.site.allowOrigins
+        if not allowed:
+            return
+        self.setHeader(b"Vary", b"Origin")
+        origin = self.getHeader(b"origin")
+        if origin is None:
+            return
+        if "*" in allowed:
+            self.setHeader(b"Access-Control-Allow-Origin", b"*")
+            for name, value in CORS_HEADERS:
+                if name != b"Access-Control-Allow-Credentials":
+                    self.setHeader(name, value)
+            return
+        if origin.decode("latin-1").rstrip("/").lower() not in allowed:
+            return
+        self.setHeader(b"Access-Control-Allow-Origin", origin)
+        for name, value in CORS_HEADERS:
+            self.setHeader(name, value)
 
     def process(self) -> None:
         self.site = self.channel.site
-        for name, value in CORS_HEADERS:
-            self.setHeader(name, value)
+        self._cors()
         requestId = self.getHeader(b"x-request-id")
         if requestId:
             self.setHeader(b"X-Request-ID", requestId[:200])
@@ -138,8 +205,9 @@ class BwcdSite(Site):
     """
     The site for both listeners.
 
-    @ivar onRequestDone: called with (method, route_hint, status, seconds)
-        for metrics.
+    @ivar onRequestDone: called with (request, seconds) for metrics.
+    @ivar allowOrigins: origins (lower-case, no trailing C{/}) that get CORS
+        headers; C{"*"} allows any; empty sends no CORS headers at all.
     """
 
     requestFactory = BwcdRequest
@@ -151,6 +219,7 @@ class BwcdSite(Site):
         trustedProxies: Iterable[str] = (),
         onRequestDone: Optional[Callable[[BwcdRequest, float], None]] = None,
         reactor=None,
+        allowOrigins: Iterable[str] = (),
     ) -> None:
         # Bodies are parsed by the routes that take them (bwcd.webhooks.body);
         # Twisted's own form parsing would cost an email-header parse per
@@ -160,6 +229,7 @@ class BwcdSite(Site):
         self.maxBodyBytes = maxBodyBytes
         self.trustedProxies = frozenset(trustedProxies)
         self.onRequestDone = onRequestDone
+        self.allowOrigins = frozenset(o.rstrip("/").lower() for o in allowOrigins)
         self.displayTracebacks = False
 
     def log(self, request: BwcdRequest) -> None:  # type: ignore[override]

@@ -9,6 +9,10 @@ instead of being silently trusted.
 
 The file is re-read when it changes on disk, so a user added with
 C{bwcd-admin} can log in without a restart.
+
+Checks are limited (L{bwcd.auth.limits}): per client address, and in how
+many may wait for or hold a pool thread, so a flood of logins is refused
+with 429 instead of delaying every other request.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import tempfile
 from typing import Dict, Optional, Tuple
 
 import bcrypt
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+
+from bwcd.auth.limits import BoundedGate, RateLimiter, tooMany
+from bwcd.errors import TooMany
 
 log = Logger(namespace="bwcd.auth")
 
@@ -116,13 +123,31 @@ class Htpasswd:
 
     @param reactor: when given, bcrypt runs in its thread pool so that a
         login does not stall every other request; C{None} checks inline.
+    @param limiter: the per-client-address rate limit for checks that name
+        a client; by default 20 at once then one every 2 seconds, on the
+        reactor's clock (none without a reactor).
+    @param gate: bounds the checks running on and waiting for pool threads;
+        by default 2 running and 32 waiting (none without a reactor, where
+        checks run inline).
     """
 
-    def __init__(self, path: str, reactor=None) -> None:
+    def __init__(
+        self,
+        path: str,
+        reactor=None,
+        limiter: Optional[RateLimiter] = None,
+        gate: Optional[BoundedGate] = None,
+    ) -> None:
         self.path = path
         self._reactor = reactor
         self._stamp: Optional[Tuple[int, int, int]] = None
         self._users: Dict[str, bytes] = {}
+        if limiter is None and reactor is not None:
+            limiter = RateLimiter(reactor)
+        if gate is None and reactor is not None:
+            gate = BoundedGate()
+        self.limiter = limiter
+        self.gate = gate
 
     def _current(self) -> Dict[str, bytes]:
         try:
@@ -149,10 +174,20 @@ class Htpasswd:
     def users(self) -> frozenset:
         return frozenset(self._current())
 
-    def check(self, user: str, password: str) -> Deferred[bool]:
+    def check(self, user: str, password: str, client: Optional[str] = None) -> Deferred[bool]:
         """
         Whether C{user} exists and C{password} is theirs.
+
+        @param client: the caller's address; when given, its rate limit
+            applies.
+        @return: fails with L{bwcd.errors.TooMany} (with C{Retry-After})
+            when C{client} is over its rate or too many checks are queued.
         """
+        if client is not None and self.limiter is not None:
+            wait = self.limiter.take(client)
+            if wait is not None:
+                log.info("Refused password login from {client}: over the rate limit", client=client)
+                return fail(tooMany(wait))
         hashed = self._current().get(user)
         known = hashed is not None
         if hashed is None:
@@ -163,7 +198,18 @@ class Htpasswd:
 
         if self._reactor is None:
             return succeed(run())
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), run)
+        reactor = self._reactor
+
+        def inThread() -> Deferred[bool]:
+            return deferToThreadPool(reactor, reactor.getThreadPool(), run)
+
+        if self.gate is None:
+            return inThread()
+        try:
+            return self.gate.run(inThread)
+        except TooMany as e:
+            log.info("Refused password login: {queued} checks already waiting", queued=self.gate.queued)
+            return fail(e)
 
 
 def setPassword(path: str, user: str, password: str, rounds: int = DEFAULT_ROUNDS) -> bool:

@@ -65,6 +65,10 @@ def validateCriteria(criteria: Any) -> None:
     table, and a pattern is required even for C{exists}/C{nexists}
     (StackStorm/st2#6197).
 
+    Beyond st2: a regex pattern without a template (also in a C{search}
+    child) is compiled now, so one RE2 cannot take is refused with a message
+    naming it instead of failing every enforcement later.
+
     @raise CriteriaError: with st2's message.
     """
     if not isinstance(criteria, Mapping):
@@ -84,6 +88,25 @@ def validateCriteria(criteria: Any) -> None:
             raise CriteriaError(
                 "For field: %s, no pattern specified for operator %s" % (key, operator)
             )
+        _checkRegexes(key, criterion)
+
+
+def _checkRegexes(key: str, criterion: Mapping[str, Any]) -> None:
+    operator = criterion.get("type")
+    if not isinstance(operator, str):
+        return
+    lowered = operator.lower()
+    pattern = criterion.get("pattern")
+    if lowered in operators.REGEX_OPERATORS:
+        if isinstance(pattern, str) and _isLiteral(pattern):
+            try:
+                operators.compileRegex(pattern, **operators.REGEX_OPERATORS[lowered])
+            except operators.RegexError as e:
+                raise CriteriaError("For field: %s, %s" % (key, e)) from None
+    elif lowered == operators.SEARCH and isinstance(pattern, Mapping):
+        for childKey, child in pattern.items():
+            if isinstance(child, Mapping):
+                _checkRegexes("%s.%s" % (key, childKey), child)
 
 
 @frozen

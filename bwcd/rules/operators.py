@@ -16,16 +16,19 @@ them:
 
 Nothing here reads the clock: the C{timediff} operators take C{now} (a
 datetime, epoch seconds, or a callable giving either).
+
+The regex operators compile with RE2 (L{bwcd.rules.regex}), so no pattern or
+payload can stall the reactor.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from bwcd.rules.payload import lookup
+from bwcd.rules.regex import RegexError, compileRegex
 
 __all__ = [
     "OPERATORS",
@@ -35,6 +38,9 @@ __all__ = [
     "NO_NONE_GUARD",
     "UnrecognizedConditionError",
     "UnknownOperatorError",
+    "RegexError",
+    "REGEX_OPERATORS",
+    "compileRegex",
     "Now",
     "CheckFunction",
     "getOperator",
@@ -60,6 +66,14 @@ class UnknownOperatorError(ValueError):
     """
     A criteria C{type} names no operator.
     """
+
+
+def _subject(value: Any) -> str:
+    # re raises TypeError for a non-string subject; RE2 would take some
+    # buffers, so the check is made here to keep st2's behaviour.
+    if not isinstance(value, str):
+        raise TypeError("expected string or bytes-like object, got %r" % (type(value).__name__,))
+    return value
 
 
 def _decode(value: Any, pattern: Any) -> Tuple[Any, Any]:
@@ -169,21 +183,21 @@ def matchRegex(value: Any, pattern: Any) -> bool:
     if pattern is None:
         return False
     value, pattern = _decode(value, pattern)
-    return re.compile(pattern, re.DOTALL).match(value) is not None
+    return compileRegex(pattern, dotAll=True).match(_subject(value)) is not None
 
 
 def regex(value: Any, pattern: Any) -> bool:
     if pattern is None:
         return False
     value, pattern = _decode(value, pattern)
-    return re.compile(pattern).search(value) is not None
+    return compileRegex(pattern).search(_subject(value)) is not None
 
 
 def iregex(value: Any, pattern: Any) -> bool:
     if pattern is None:
         return False
     value, pattern = _decode(value, pattern)
-    return re.compile(pattern, re.IGNORECASE).search(value) is not None
+    return compileRegex(pattern, ignoreCase=True).search(_subject(value)) is not None
 
 
 def exists(value: Any, pattern: Any) -> bool:
@@ -311,6 +325,12 @@ def search(value: Any, pattern: Any, condition: Any, check: CheckFunction) -> bo
 
 
 SEARCH = "search"
+#: operator names whose pattern is a regex, with the RE2 options each uses
+REGEX_OPERATORS: Dict[str, Dict[str, bool]] = {
+    "matchregex": {"dotAll": True},
+    "regex": {},
+    "iregex": {"ignoreCase": True},
+}
 TIMEDIFF_OPERATORS = frozenset(["td_lt", "timediff_lt", "td_gt", "timediff_gt"])
 
 # Operators whose result is not forced to False by a None pattern.

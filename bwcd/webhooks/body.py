@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl
 
 import multipart
+
+from bwcd.jsontext import JsonError, loadJson
 
 __all__ = ["BodyError", "parseBody", "mediaType", "FORM_TYPES", "JSON_TYPE"]
 
@@ -69,10 +70,8 @@ def _parseJson(raw: bytes) -> Any:
     if not raw:
         return {}
     try:
-        value = json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise BodyError(f"Failed to parse request body: {e}")
-    except ValueError as e:
+        value = loadJson(raw)
+    except JsonError as e:
         raise BodyError(f"Failed to parse request body: {e}")
     if not isinstance(value, (dict, list)):
         raise _notObjectOrArray(value)

@@ -6,7 +6,10 @@ StackStorm hands rules the WSGI view of the headers, so names arrive in
 WSGI title-case (C{X-Github-Event}, not C{X-GitHub-Event}) and repeated
 headers are joined with commas; rules written against StackStorm index
 C{trigger.headers} with those exact names, so the same spelling is produced
-here.  Credentials are removed before the payload is stored anywhere.
+here.  Credentials are removed before the payload is stored anywhere: st2's
+three (C{St2-Api-Key}, C{X-Auth-Token}, C{Cookie}) and also, unlike st2,
+C{Authorization} and C{Proxy-Authorization}, whose Basic or Bearer secrets
+would otherwise sit in every stored trigger instance.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import attrs
 
 __all__ = ["PayloadHeaders", "payloadHeaders", "wsgiName", "REMOVED", "TRACE_TAG"]
 
-#: removed from the payload (exact names after title-casing, as st2 does)
-REMOVED = ("St2-Api-Key", "X-Auth-Token", "Cookie")
+#: removed from the payload (exact names after title-casing, as st2 does;
+#: the last two are bwcd's own addition)
+REMOVED = ("St2-Api-Key", "X-Auth-Token", "Cookie", "Authorization", "Proxy-Authorization")
 #: popped from the payload; its value tags the trace
 TRACE_TAG = "St2-Trace-Tag"
 REQUEST_ID = "X-Request-Id"
