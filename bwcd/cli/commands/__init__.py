@@ -6,9 +6,9 @@ The modules import nothing heavier than the standard library at import time,
 so building the parser (and answering C{-h}) stays fast.
 """
 
-from bwcd.cli.commands import action, apikey, auth, execution, rule, triggerinstance, webhook
+from bwcd.cli.commands import action, apikey, auth, execution, key, rule, triggerinstance, webhook
 
-MODULES = (auth, action, execution, rule, webhook, triggerinstance, apikey)
+MODULES = (auth, action, execution, rule, webhook, triggerinstance, apikey, key)
 
 
 def registerAll(subparsers) -> None:
