@@ -2,27 +2,36 @@
 Run the real daemon for end-to-end tests: C{twistd -n bwcd --config X} as a
 child process on free loopback ports, with a user and an API key made the way
 an operator makes them.
+
+Tests wait for events, never by polling: the daemon's log lines (ready,
+reloaded, a rule matched, an execution ended), a FIFO a child process writes
+to (L{fifoMessage}), and for in-memory API tests a request's end
+(L{PumpWhenFinished}).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
 
 import bcrypt
 import treq
 import yaml
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
+from zope.interface import implementer
 
 # Tests must leave no idle keep-alive connection behind (trial checks the
 # reactor is clean after each test), so every treq call here is one-shot.
 from treq.api import set_global_pool
+from treq.testing import StubTreq
+from twisted.web.resource import IResource, Resource
 from twisted.web.client import HTTPConnectionPool
 
 set_global_pool(HTTPConnectionPool(reactor, persistent=False))
@@ -49,22 +58,106 @@ def childEnv(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+#: the statuses an execution ends in
+COMPLETED = ("succeeded", "failed", "timeout", "canceled", "abandoned")
+
+
 class _Collector(ProcessProtocol):
-    def __init__(self, logPath: str) -> None:
+    """
+    Keeps the daemon's output in its log file and, line by line, in memory,
+    so that a test can wait for the line that says what it awaits happened
+    (the daemon's log is the one event stream it offers a test).
+    """
+
+    def __init__(self, logPath: str, lines: List[str]) -> None:
         self.ended: Deferred = Deferred()
         self.log = open(logPath, "ab")
         self.status: Any = None
+        self.lines = lines
+        self._partial: Dict[int, bytes] = {}
+        self._watchers: List[Tuple[Pattern[str], Deferred]] = []
 
-    def outReceived(self, data: bytes) -> None:
+    def childDataReceived(self, fd: int, data: bytes) -> None:
         self.log.write(data)
         self.log.flush()
+        *complete, self._partial[fd] = (self._partial.get(fd, b"") + data).split(b"\n")
+        for raw in complete:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            for watcher in list(self._watchers):
+                match = watcher[0].search(line)
+                if match is not None:
+                    self._watchers.remove(watcher)
+                    watcher[1].callback(match)
 
-    errReceived = outReceived
+    def logged(self, pattern: str, since: int = 0) -> "Deferred[re.Match]":
+        """
+        Fire with the match of the first line from C{since} on matching
+        C{pattern}; fail if the process ends before one is written.
+        """
+        compiled = re.compile(pattern)
+        for line in self.lines[since:]:
+            match = compiled.search(line)
+            if match is not None:
+                return succeed(match)
+        if self.ended.called:
+            return fail(RuntimeError(f"bwcd has exited; no line matches {pattern!r}"))
+        d: Deferred = Deferred()
+        self._watchers.append((compiled, d))
+        return d
 
     def processEnded(self, reason) -> None:
         self.status = reason.value
         self.log.close()
         self.ended.callback(reason.value)
+        watchers, self._watchers = self._watchers, []
+        for pattern, d in watchers:
+            d.errback(RuntimeError(f"bwcd exited ({reason.value}) before a line matched {pattern.pattern!r}"))
+
+
+@implementer(IReadDescriptor)
+class _FifoReader:
+    def __init__(self, fd: int, received: Deferred) -> None:
+        self.fd = fd
+        self.received = received
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> None:
+        data = os.read(self.fd, 65536)
+        self.close()
+        self.received.callback(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            reactor.removeReader(self)
+            os.close(self.fd)
+            self.fd = -1
+
+    def connectionLost(self, reason) -> None:
+        self.close()
+
+    def logPrefix(self) -> str:
+        return "fifo"
+
+
+def fifoMessage(testCase) -> Tuple[str, "Deferred[bytes]"]:
+    """
+    A FIFO for a child process to announce something (that it started, that
+    its children exist) and a Deferred firing with the first bytes it
+    writes there: an event, where a test would otherwise poll /proc or an
+    API until the child is there.
+
+    The FIFO is opened read-write, so a writer never blocks nor does the
+    reader see end of file before the message; it is closed at clean-up.
+    """
+    path = os.path.abspath(testCase.mktemp())
+    os.mkfifo(path)
+    reader = _FifoReader(os.open(path, os.O_RDWR | os.O_NONBLOCK), Deferred())
+    reactor.addReader(reader)
+    testCase.addCleanup(reader.close)
+    return path, reader.received
 
 
 async def runCommand(argv: Iterable[str], stdin: bytes = b"", env: Optional[Dict[str, str]] = None) -> tuple:
@@ -122,6 +215,8 @@ class Daemon:
         self.apiKey: Optional[str] = None
         self.process = None
         self._proto: Optional[_Collector] = None
+        #: every line logged, by this run and the ones before a restart
+        self.lines: List[str] = []
 
     @property
     def headers(self) -> Dict[str, str]:
@@ -131,24 +226,59 @@ class Daemon:
         with open(self.logPath, encoding="utf-8", errors="replace") as f:
             return f.read()
 
-    async def start(self, timeout: float = 30.0) -> None:
-        self._proto = _Collector(self.logPath)
+    async def start(self) -> None:
+        """
+        Start the daemon; fire once it logs "bwcd ready" (the line systemd's
+        unit and operators wait for: its listeners are bound and start-up
+        recovery is done), fail with its log if it exits first.
+        """
+        since = len(self.lines)
+        self._proto = _Collector(self.logPath, self.lines)
         argv = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "bwcd", "--config", self.configPath]
         self.process = reactor.spawnProcess(self._proto, argv[0], argv, env=childEnv(), path=self.stateDir)
-        deadline = reactor.seconds() + timeout
+        try:
+            await self._proto.logged(r"\bbwcd ready: ", since)
+        except RuntimeError:
+            raise RuntimeError(f"bwcd exited during start-up:\n{self.readLog()}")
+
+    def logged(self, pattern: str, since: int = 0) -> "Deferred[re.Match]":
+        """
+        Fire with the match of the first line logged, from line C{since} on,
+        matching the regular expression C{pattern}; fail if the daemon
+        exits before.
+        """
+        assert self._proto is not None
+        return self._proto.logged(pattern, since)
+
+    def matches(self, pattern: str, since: int = 0) -> List["re.Match"]:
+        """
+        The matches of C{pattern} in the lines logged so far, from C{since}.
+        """
+        compiled = re.compile(pattern)
+        return [m for m in (compiled.search(line) for line in self.lines[since:]) if m is not None]
+
+    @property
+    def linesLogged(self) -> int:
+        """
+        How many lines have been logged: a C{since} for L{logged} that
+        ignores what came before.
+        """
+        return len(self.lines)
+
+    async def ruleExecutions(self, instanceId: str, expect: int) -> List[str]:
+        """
+        The ids of the executions rules started for trigger instance
+        C{instanceId}, once there are C{expect} of them: woken by the
+        engine's "Rule <ref> matched trigger instance <id>: execution <id>"
+        lines.
+        """
+        pattern = rf"\bmatched trigger instance {re.escape(instanceId)}: execution (\w+)"
         while True:
-            if self._proto.ended.called:
-                raise RuntimeError(f"bwcd exited during start-up:\n{self.readLog()}")
-            try:
-                response = await treq.get(self.apiURL + "/v1/actions?limit=1", headers=self.headers, timeout=2)
-                await response.content()
-                if response.code in (200, 401):
-                    return
-            except Exception:
-                pass
-            if reactor.seconds() > deadline:
-                raise RuntimeError(f"bwcd did not answer within {timeout}s:\n{self.readLog()}")
-            await deferLater(reactor, 0.1, lambda: None)
+            since = self.linesLogged
+            ids = sorted({m.group(1) for m in self.matches(pattern)})
+            if len(ids) >= expect:
+                return ids
+            await self.logged(pattern, since)
 
     @property
     def running(self) -> bool:
@@ -191,18 +321,46 @@ class Daemon:
         response = await treq.post(self.apiURL + path, data=data, headers=headers, **kw)
         return response, await _body(response)
 
-    async def waitFor(self, execId: str, timeout: float = 20.0) -> dict:
+    async def waitFor(self, execId: str) -> dict:
         """
-        Poll an execution until it completes.
+        The execution once it has completed.
+
+        Woken by the daemon's log line for the execution's end ("Execution
+        <id> of <action> succeeded ...", "Execution <id> abandoned: ...",
+        written after the record), not by polling; the record is read once
+        before (it may have ended already) and once after.  A hang is left to
+        trial's timeout.
         """
-        deadline = reactor.seconds() + timeout
-        while True:
-            _, doc = await self.get(f"/v1/executions/{execId}")
-            if doc.get("status") in ("succeeded", "failed", "timeout", "canceled", "abandoned"):
-                return doc
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"execution {execId} still {doc.get('status')} after {timeout}s")
-            await deferLater(reactor, 0.1, lambda: None)
+        since = self.linesLogged
+        _, doc = await self.get(f"/v1/executions/{execId}")
+        if doc.get("status") in COMPLETED:
+            return doc
+        await self.logged(rf"\bExecution {re.escape(execId)}\b.*\b({'|'.join(COMPLETED)})\b", since)
+        _, doc = await self.get(f"/v1/executions/{execId}")
+        if doc.get("status") not in COMPLETED:
+            raise AssertionError(f"bwcd logged the end of {execId} but its record says {doc.get('status')}: {doc}")
+        return doc
+
+class PumpWhenFinished(Resource):
+    """
+    A resource under test behind L{StubTreq}, for handlers that answer on a
+    later turn of the real reactor (after the store or the engine): once a
+    request has finished, the in-memory connection is pumped, so its
+    answer reaches the client without the test polling C{flush}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        super().__init__()
+        self._inner = inner
+        self.stub = StubTreq(self)
+
+    def render(self, request):
+        # on the next turn: the answer is written out of request.finish(),
+        # which must return before the connection is pumped
+        request.notifyFinish().addBoth(lambda _: reactor.callLater(0, self.stub.flush))
+        return self._inner.render(request)
 
 
 async def _body(response) -> Any:

@@ -85,10 +85,12 @@ class _Server:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
-            except OSError:
+            except ConnectionRefusedError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"SecantusDB did not listen within {STARTUP_SECONDS}s:\n{self.logTail()}")
+            # Justified wait: a bounded retry of a refused connect while the
+            # server binds its port (it logs nothing at start at WARNING).
             await deferLater(reactor, 0.05, lambda: None)
 
     def kill(self) -> None:

@@ -14,10 +14,7 @@ import subprocess
 import sys
 from typing import Any, List
 
-from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bwcd import admin
@@ -29,6 +26,7 @@ from bwcd.auth.htpasswd import Htpasswd
 from bwcd.auth.tokens import Tokens
 from bwcd.config import loadConfig
 from bwcd.store.sqlite import SQLiteStore
+from tests.daemon import PumpWhenFinished
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,21 +187,6 @@ class EndToEndTests(TestCase):
         os.makedirs(self.folder)
         self.config = writeConfig(self.folder)
 
-    async def settle(self, stub: StubTreq, d: Deferred) -> Any:
-        done: List[bool] = []
-
-        def mark(result: Any) -> Any:
-            done.append(True)
-            return result
-
-        d.addBoth(mark)
-        for _ in range(5000):
-            stub.flush()
-            if done:
-                break
-            await deferLater(reactor, 0.001)
-        return await d
-
     async def test_freshInstall(self) -> None:
         """
         C{user-add} then C{apikey-create} (in their own processes) give a
@@ -233,17 +216,17 @@ class EndToEndTests(TestCase):
         async def whoami(request, principal):
             return {"user": principal.user, "method": principal.method}
 
-        stub = StubTreq(api.resource())
+        stub = PumpWhenFinished(api.resource()).stub
 
         async def call(method: str, path: str, headers: dict) -> tuple:
-            response = await self.settle(stub, stub.request(method, "http://bwcd.test" + path, headers=headers))
-            return response.code, json.loads(await self.settle(stub, response.content()))
+            response = await stub.request(method, "http://bwcd.test" + path, headers=headers)
+            return response.code, json.loads(await response.content())
 
         code, body = await call("GET", "/v1/whoami", {"St2-Api-Key": key})
         self.assertEqual((code, body), (200, {"user": "ci", "method": "apikey"}))
         code, body = await call("GET", "/v1/whoami", {"St2-Api-Key": made2.stdout.strip()})
         self.assertEqual((code, body["user"]), (200, config.system.user))
-        doc = await self.settle(stub, Deferred.fromCoroutine(apikeys.lookup(key)))
+        doc = await apikeys.lookup(key)
         self.assertEqual(doc["metadata"], {"for": "ci"})
         login = "Basic " + base64.b64encode(b"admin:first password").decode()
         code, body = await call("POST", "/auth/v1/tokens", {"Authorization": login})

@@ -13,8 +13,6 @@ import stat
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -122,16 +120,6 @@ class CLITestMixin:
         self.assertEqual(len(lines), 1, text)
         self.assertTrue(lines[0].startswith("ERROR: "), text)
         return lines[0]
-
-    async def waitFor(self, predicate, timeout: float = 20.0):
-        deadline = reactor.seconds() + timeout
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            if reactor.seconds() > deadline:
-                self.fail("condition not reached in time")
-            await deferLater(reactor, 0.2, lambda: None)
 
 
 class RunTests(CLITestMixin, TestCase):
@@ -253,6 +241,7 @@ class RunTests(CLITestMixin, TestCase):
         self.assertIn(executionId, out)
         self.assertRegex(out, "cancel")
 
+        # the action's own pauses (not the test's): --tail must follow output arriving over time
         code, out, err = await self.bwc("run", "--tail", "core.local", "for i in 1 2 3; do echo line$i; sleep 0.3; done", env=env)
         self.assertEqual(code, 0, out + err)
         self.assertRegex(out, r"line1\nline2\nline3\n")
@@ -398,6 +387,7 @@ class RuleWebhookTests(CLITestMixin, TestCase):
         code, out, err = await self.bwc("webhook", "get", "sample", "-j", env=self.env_)
         self.assertEqual((code, json.loads(out)["parameters"]), (0, {"url": "sample"}), out + err)
 
+        since = self.daemon.linesLogged
         code, out, err = await self.shell(
             f"curl -sS -X POST {self.daemon.apiURL}/v1/webhooks/sample -H 'St2-Api-Key: {self.daemon.apiKey}' "
             """-H "Content-Type: application/json" --data '{"name": "st2"}'"""
@@ -405,12 +395,12 @@ class RuleWebhookTests(CLITestMixin, TestCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(out), {"name": "st2"})
 
-        async def ruleExecution():
-            code, out, err = await self.bwc("execution", "list", "-j", "-a", "all", env=self.env_)
-            done = [e for e in json.loads(out) if e.get("rule", {}).get("ref") == "examples.sample_rule_with_webhook" and e["status"] == "succeeded"]
-            return done
-
-        executions = await self.waitFor(ruleExecution)
+        # the daemon's log says which execution the rule started, then that it ended
+        started = await self.daemon.logged(r"\bRule examples\.sample_rule_with_webhook matched trigger instance \w+: execution (\w+)", since)
+        await self.daemon.waitFor(started.group(1))
+        code, out, err = await self.bwc("execution", "list", "-j", "-a", "all", env=self.env_)
+        executions = [e for e in json.loads(out) if e.get("rule", {}).get("ref") == "examples.sample_rule_with_webhook" and e["status"] == "succeeded"]
+        self.assertEqual([e["id"] for e in executions], [started.group(1)])
         self.assertEqual(executions[0]["action"]["ref"], "core.local")
         code, out, err = await self.bwc("execution", "list", env=self.env_)
         self.assertIn(executions[0]["id"], out)

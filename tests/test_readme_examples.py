@@ -5,8 +5,6 @@ The README's examples, run as written against a real daemon.
 import json
 
 import treq
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.daemon import startDaemon
@@ -31,7 +29,8 @@ class GitHubExampleTests(TestCase):
         """
         A GitHub-shaped delivery authenticated by ?st2-api-key matches the
         README's rule; a hostile value in the body reaches the command as one
-        quoted word; other events and branches start nothing.
+        quoted word; other events and branches start nothing (those two are
+        sent with &wait= so that the answer says so once they are processed).
         """
         d = await startDaemon(self)
         response, rule = await d.post("/v1/rules", GITHUB_RULE)
@@ -40,17 +39,17 @@ class GitHubExampleTests(TestCase):
         headers = {"Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": "72d3162e"}
         evil = "abc; touch /tmp/bwcd-readme-pwned"
         sent = []
-        for event, ref in (("push", "refs/heads/main"), ("push", "refs/heads/dev"), ("issues", "refs/heads/main")):
-            response = await treq.post(url, data=json.dumps({"ref": ref, "after": evil}).encode(), headers=dict(headers, **{"X-GitHub-Event": event}))
-            self.assertEqual(response.code, 202)
+        for event, ref, wait in (("push", "refs/heads/main", ""), ("push", "refs/heads/dev", "&wait=30"), ("issues", "refs/heads/main", "&wait=30")):
+            response = await treq.post(url + wait, data=json.dumps({"ref": ref, "after": evil}).encode(), headers=dict(headers, **{"X-GitHub-Event": event}))
+            answer = await response.json()
+            self.assertEqual(response.code, 200 if wait else 202, answer)
+            if wait:
+                self.assertEqual((answer["trigger_instance"]["status"], answer["executions"]), ("processed", []))
             sent.append(response.headers.getRawHeaders("X-BWC-Trigger-Instance")[0])
-        executions = []
-        for _ in range(100):
-            _, executions = await d.get("/v1/executions?action=core.local")
-            _, instances = await d.get("/v1/triggerinstances")
-            if executions and all(e.get("status") in ("succeeded", "failed") for e in executions) and all(i["status"] == "processed" for i in instances):
-                break
-            await deferLater(reactor, 0.1, lambda: None)
+        [started] = await d.ruleExecutions(sent[0], 1)
+        self.assertEqual((await d.waitFor(started))["status"], "succeeded")
+        _, executions = await d.get("/v1/executions?action=core.local")
+        _, instances = await d.get("/v1/triggerinstances")
         self.assertEqual(len(executions), 1)
         self.assertEqual(executions[0]["trigger_instance"]["id"], sent[0])
         self.assertEqual(executions[0]["result"]["stdout"], "deploying " + evil)

@@ -14,7 +14,6 @@ from typing import Any, Dict, Optional, Tuple
 
 from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from bwcd.api.framework import Api, ApiError, Principal
@@ -22,7 +21,8 @@ from bwcd.api.rule_routes import installRuleRoutes
 from bwcd.api.trigger_routes import installTriggerRoutes
 from bwcd.api.webhook_routes import installWebhookRoutes, preferredWait
 from bwcd.store.interface import StoreUnavailable
-from tests.test_rules_engine import FlakyStore, Harness, sleep, webhookRule
+from tests.daemon import PumpWhenFinished
+from tests.test_rules_engine import FlakyStore, Harness, webhookRule
 from tests.test_webhook_body import multipartBody
 
 API_KEY = "test-api-key"
@@ -36,12 +36,12 @@ async def authenticate(request) -> Principal:
 
 class ApiClient:
     """
-    Requests against an L{Api} in memory; pumps the in-memory connection
-    while the real reactor runs the store and the engine.
+    Requests against an L{Api} in memory while the real reactor runs the
+    store and the engine.
     """
 
     def __init__(self, api: Api) -> None:
-        self.stub = StubTreq(api.resource())
+        self.stub = PumpWhenFinished(api.resource()).stub
 
     async def request(self, method: str, path: str, body: Any = None, data: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None, auth: bool = True) -> Tuple[Any, Any]:
         allHeaders = {"St2-Api-Key": API_KEY} if auth else {}
@@ -49,29 +49,13 @@ class ApiClient:
             data = json.dumps(body).encode()
             allHeaders["Content-Type"] = "application/json"
         allHeaders.update(headers or {})
-        d = self.stub.request(method, "http://bwcd.test" + path, data=data, headers=allHeaders)
-        response = await self._pump(d)
-        raw = await self._pump(response.content())
+        response = await self.stub.request(method, "http://bwcd.test" + path, data=data, headers=allHeaders)
+        raw = await response.content()
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
             parsed = raw
         return response, parsed
-
-    async def _pump(self, d: Deferred) -> Any:
-        result: list = []
-        d.addBoth(result.append)
-        for _ in range(3000):
-            self.stub.flush()
-            if result:
-                break
-            await sleep(0.005)
-        if not result:
-            raise AssertionError("no response")
-        value = result[0]
-        if hasattr(value, "raiseException"):
-            value.raiseException()
-        return value
 
     def get(self, path: str, **kw: Any):
         return self.request("GET", path, **kw)
@@ -437,12 +421,19 @@ class WaitTests(TestCase):
     async def test_waitRunsOut(self):
         """
         When the wait runs out first the answer is 202 with the ids and the
-        statuses so far; the action still completes.
+        statuses so far; the action still completes.  (The action waits on
+        a FIFO until the test has the answer: it cannot end first.)
         """
-        await self.h.addRule(webhookRule(criteria={}, action={"ref": "core.local", "parameters": {"cmd": "sleep 1"}}))
+        gate = os.path.abspath(self.mktemp())
+        os.mkfifo(gate)
+        # read-write: opening never blocks, and the line stays readable
+        gateFd = os.open(gate, os.O_RDWR | os.O_NONBLOCK)
+        self.addCleanup(os.close, gateFd)
+        await self.h.addRule(webhookRule(criteria={}, action={"ref": "core.local", "parameters": {"cmd": f"read x < {gate}"}}))
         response, body = await self.client.post("/v1/webhooks/sample", {}, headers={"Prefer": "respond-async, wait=0.3"})
         self.assertEqual(response.code, 202)
         [execution] = body["executions"]
         self.assertIn(execution["status"], ("requested", "scheduled", "running"))
+        os.write(gateFd, b"go\n")
         done = await self.h.waitForExecution(execution["id"])
         self.assertEqual(done["status"], "succeeded")
