@@ -161,22 +161,13 @@ class LocalRunner:
             self._running[running.pid] = running
         return running
 
-    def run(
-        self,
-        argv: Sequence[str],
-        env: Mapping[str, str],
-        cwd: Optional[str] = None,
-        timeout: Optional[float] = None,
-        on_output: Optional[OutputCallback] = None,
-        stdin: Optional[bytes] = None,
-        sudo_password_used: bool = False,
-    ) -> "Deferred[RunResult]":
+    def run(self, *args: Any, **kwargs: Any) -> "Deferred[RunResult]":
         """
-        L{start} and wait: fires with the L{RunResult}, or fails with the
-        error that prevented the start.
+        L{start} (same arguments) and wait: fires with the L{RunResult}, or
+        fails with the error that prevented the start.
         """
         try:
-            running = self.start(argv, env, cwd, timeout, on_output, stdin, sudo_password_used)
+            running = self.start(*args, **kwargs)
         except Exception:
             return fail()
         return running.result
