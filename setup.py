@@ -16,7 +16,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["bwcd", "bwcd.*"]) + ["twisted.plugins"],
-    package_data={"bwcd": ["packs/core/*.yaml", "packs/core/actions/*", "packs/core/triggers/*", "api/openapi.yaml"]},
+    package_data={"bwcd": ["packs/core/*.yaml", "packs/core/actions/*", "packs/core/triggers/*", "api/openapi.yaml", "web/*.html", "web/*.css", "web/*.svg", "web/*.txt", "web/js/*.js", "web/js/pages/*.js"]},
     include_package_data=True,
     install_requires=[
         "Twisted[tls]>=26.10,<27",
@@ -35,6 +35,8 @@ setup(
         "attrs>=26.1",
         "google-re2>=1.1,<2",
         "cryptography>=50,<51",
+        "APScheduler>=3.11.3,<3.12",
+        "python-dateutil>=2.9",
     ],
     extras_require={"test": ["secantusdb==0.7.0b3", "schemathesis==4.32.5", "openapi-spec-validator==0.9.0"]},
     entry_points={"console_scripts": ["bwc = bwcd.cli.main:main", "st2 = bwcd.cli.main:main", "bwcd-admin = bwcd.admin:main"]},

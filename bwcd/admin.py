@@ -9,6 +9,10 @@ be reachable or even running.
 
     bwcd-admin [--config PATH] user-add NAME [--password-stdin]
     bwcd-admin [--config PATH] apikey-create [--user NAME] [--metadata JSON]
+                                             [--scope webhooks:GLOB ...]
+
+A key with C{--scope} may only send events to the hooks its globs match
+(for senders such as Grafana or Alertmanager that cannot sign requests).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from twisted.internet.defer import ensureDeferred
 
 from bwcd.auth.apikeys import ApiKeys
 from bwcd.auth.htpasswd import UsersFileError, setPassword
+from bwcd.auth.principal import BadScope, parseScopes
 from bwcd.config import SYSTEM_CONFIG, Config, ConfigError, loadConfig, parseConfig
 from bwcd.store.interface import StoreError
 
@@ -83,6 +88,14 @@ def buildParser() -> argparse.ArgumentParser:
     )
     apikey.add_argument("--user", metavar="NAME", default=None, help="owner of the key (default: system.user)")
     apikey.add_argument("--metadata", metavar="JSON", default=None, help='a JSON object stored with the key, e.g. \'{"for": "ci"}\'')
+    apikey.add_argument(
+        "--scope",
+        metavar="webhooks:GLOB",
+        action="append",
+        default=None,
+        dest="scopes",
+        help="limit the key to sending events to the hooks matching GLOB (repeatable), e.g. webhooks:alerts/*",
+    )
     return parser
 
 
@@ -128,9 +141,10 @@ def giveToFolderOwner(path: str) -> None:
             pass
 
 
-async def apikeyCreate(reactor: Any, config: Config, user: str, metadata: dict, stdout: IO[str]) -> None:
+async def apikeyCreate(reactor: Any, config: Config, user: str, metadata: dict, stdout: IO[str], scopes: Sequence[str] = ()) -> None:
     """
-    Open the configured store, create a key and print only the key.
+    Open the configured store, create a key (limited to C{scopes}, if any)
+    and print only the key.
     """
     from bwcd.store.url import openStore
 
@@ -140,7 +154,7 @@ async def apikeyCreate(reactor: Any, config: Config, user: str, metadata: dict, 
         os.makedirs(os.path.dirname(os.path.abspath(sqlitePath)), exist_ok=True)
     await store.start()
     try:
-        _doc, key = await ApiKeys(store, reactor).create(user, metadata=metadata)
+        _doc, key = await ApiKeys(store, reactor).create(user, metadata=metadata, scopes=list(scopes))
     finally:
         await store.stop()
     if sqlitePath is not None:
@@ -182,11 +196,15 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[str]] = None, 
             parser.error(f"--metadata: not JSON: {e}")
         if not isinstance(metadata, dict):
             parser.error("--metadata: expected a JSON object")
+    try:
+        scopes = parseScopes(args.scopes)
+    except BadScope as e:
+        parser.error(f"--scope: {e.faultstring}")
     user = args.user or config.system.user
 
     async def run(reactor: Any) -> None:
         try:
-            await apikeyCreate(reactor, config, user, metadata, stdout)
+            await apikeyCreate(reactor, config, user, metadata, stdout, scopes)
         except StoreError as e:
             # not the URL: a MongoDB URL may carry a password
             stderr.write(f"bwcd-admin: the store cannot be used: {e}\n")

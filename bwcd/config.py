@@ -89,6 +89,16 @@ class DatastoreConfig:
 
 
 @attrs.frozen
+class StreamConfig:
+    #: the stream listener (st2stream's port): /stream and /v1/stream
+    listen: str = "tcp:9102:interface=127.0.0.1"
+    #: seconds between keep-alive comments on open streams
+    heartbeat: float = 15.0
+    #: recent events kept for clients resuming with Last-Event-ID
+    buffer_events: int = 1000
+
+
+@attrs.frozen
 class Config:
     api: ApiConfig = ApiConfig()
     auth: AuthConfig = AuthConfig()
@@ -97,6 +107,7 @@ class Config:
     runner: RunnerConfig = RunnerConfig()
     system: SystemConfig = SystemConfig()
     datastore: DatastoreConfig = DatastoreConfig()
+    stream: StreamConfig = StreamConfig()
     #: the file this came from, or None for built-in defaults
     source: Optional[str] = None
 
@@ -109,6 +120,7 @@ _SECTIONS = {
     "runner": RunnerConfig,
     "system": SystemConfig,
     "datastore": DatastoreConfig,
+    "stream": StreamConfig,
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", float: "a number", tuple: "a list"}
@@ -191,6 +203,8 @@ def _derive(config: Config, environ: Mapping[str, str]) -> Config:
         ("runner.max_concurrent", config.runner.max_concurrent),
         ("runner.max_queued", config.runner.max_queued),
         ("runner.output_max_bytes", config.runner.output_max_bytes),
+        ("stream.buffer_events", config.stream.buffer_events),
+        ("stream.heartbeat", config.stream.heartbeat),
     ):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")

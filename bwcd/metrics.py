@@ -79,6 +79,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
         self.webhooks = Counter("bwcd_webhooks_total", "Webhook requests by outcome", ["result"], registry=self.registry)
+        # hook labels come only from configured webhook policies (bounded)
+        self.webhookRefusals = Counter(
+            "bwcd_webhook_refusals_total", "Webhook requests refused by their hook's policy", ["hook", "reason"], registry=self.registry
+        )
         self.instances = Gauge("bwcd_trigger_instances", "Stored trigger instances by status", ["status"], registry=self.registry)
         self.executions = Gauge("bwcd_executions", "Stored executions by status", ["status"], registry=self.registry)
         self.queueDepth = Gauge("bwcd_execution_queue_depth", "Executions waiting for a runner slot", registry=self.registry)
@@ -91,6 +95,9 @@ class Metrics:
         self.latency.labels(route, method).observe(seconds)
         if route == "/v1/webhooks" and method == "POST":
             self.webhooks.labels("accepted" if 200 <= request.code < 300 else "rejected").inc()
+        refusal = getattr(request, "bwcdWebhookRefusal", None)
+        if refusal is not None:
+            self.webhookRefusals.labels(*refusal).inc()
 
     async def refresh(self, count: Callable[[str, Dict[str, Any]], Any], runningChildren: int) -> None:
         """

@@ -12,12 +12,16 @@ the tree I{is} the start-up and shut-down sequence::
       datastore key    read or create the datastore's encryption key
       registration     runner types, packs' actions, trigger types and rules
       rule index       load the rules, then follow other processes' changes
+      webhook policies load the hooks' policies and secrets, then follow changes
       rules engine     process events (and an earlier run's leftovers)
+      timers           interval, cron and date timer ticks, as trigger instances
       executor         settle what this node left behind, then run executions
       node watch       heartbeat; settle dead nodes' executions
       token purge      delete expired tokens hourly
+      stream           live events for /v1/stream (bwcd.stream)
       api listener     (bound at once; see below)
       auth listener    (when authentication is enabled)
+      stream listener  /stream and /v1/stream (unless stream.listen is empty)
       readiness        requests get 503 until this stage; "bwcd ready"
 
 The listeners bind in C{privilegedStartService}, which runs for the whole
@@ -49,10 +53,14 @@ from bwcd.api.framework import Api
 from bwcd.api.health_routes import installHealthRoutes
 from bwcd.api.key_routes import installKeyRoutes
 from bwcd.api.openapi_routes import installOpenApiRoutes
+from bwcd.api.policy_routes import installPolicyRoutes
 from bwcd.api.rule_routes import installRuleRoutes
 from bwcd.api.site import BwcdSite
+from bwcd.api.stream_routes import STREAM_PATHS, installStreamRoutes
+from bwcd.api.timer_routes import installTimerRoutes
 from bwcd.api.trigger_routes import installTriggerRoutes
 from bwcd.api.webhook_routes import installWebhookRoutes
+from bwcd.api.webui import WebUi
 from bwcd.auth.apikeys import ApiKeys
 from bwcd.auth.credentials import Authenticator
 from bwcd.auth.htpasswd import Htpasswd
@@ -62,18 +70,24 @@ from bwcd.datastore.keyfile import DatastoreKeyFile
 from bwcd.datastore.keys import KeyService
 from bwcd.execution.executor import Executor
 from bwcd.execution.nodes import NodeWatch
+from bwcd.execution.runners.http import HttpRunner, TreqClients
 from bwcd.execution.runners.local import LocalRunner
+from bwcd.execution.runners.types import HTTP_REQUEST
 from bwcd.execution.service import ExecutionService
 from bwcd.execution.tokens import ExecutionTokens
 from bwcd.metrics import Metrics
 from bwcd.packs.loader import scriptPath
+from bwcd.packs.policies import registerPackPolicies
 from bwcd.packs.registrar import packFolders, registerActions, registerRunnerTypes
 from bwcd.packs.rules import registerPackContent
 from bwcd.rules.engine import RulesEngine
 from bwcd.rules.index import RuleIndex
+from bwcd.rules.timers import TimerScheduler
 from bwcd.rules.triggers import ensureSystemTriggerTypes
 from bwcd.store.interface import IStore, newId
 from bwcd.store.url import openStore
+from bwcd.stream.hub import StreamHub
+from bwcd.webhooks.registry import PolicyIndex
 
 log = Logger(namespace="bwcd")
 
@@ -189,11 +203,12 @@ class PackRegistration(Service):
     pack lives on this node (for script actions).
     """
 
-    def __init__(self, store: IStore, index: RuleIndex, paths: Iterable[str]) -> None:
+    def __init__(self, store: IStore, index: RuleIndex, paths: Iterable[str], policies: Optional[PolicyIndex] = None) -> None:
         self._store = store
         self._index = index
         self._paths = list(paths)
         self._folders: Dict[str, str] = {}
+        self._policies = policies
 
     def startService(self) -> Deferred:  # type: ignore[override]
         super().startService()
@@ -205,6 +220,11 @@ class PackRegistration(Service):
         self._folders = packFolders(packs)
         await ensureSystemTriggerTypes(self._store)
         await registerPackContent(self._store, self._index, packs)
+        if self._policies is not None:
+            # strict at start: a broken policy file stops start-up, naming it
+            await registerPackPolicies(self._policies, packs, strict=not self._policies.loaded)
+            if self._policies.loaded:
+                await self._policies.reload()
 
     def scriptPath(self, pack: str, entryPoint: str) -> str:
         """
@@ -277,8 +297,10 @@ class BwcdService(OrderedServices):
             keys=self.keys,
         )
         self.index = RuleIndex(self.store, reactor)
-        self.registration = PackRegistration(self.store, self.index, config.packs.paths)
+        self.policies = PolicyIndex(self.store, reactor, self.keys)
+        self.registration = PackRegistration(self.store, self.index, config.packs.paths, self.policies)
         self.engine = RulesEngine(self.store, self.executions, self.index, reactor, systemUser=config.system.user)
+        self.timers = TimerScheduler(self.index, self.engine, reactor)
         self.executor = Executor(
             self.store,
             self.executions,
@@ -289,14 +311,19 @@ class BwcdService(OrderedServices):
             nodeId=nodeId,
             resolveScript=self.registration.scriptPath,
             tokens=ExecutionTokens(self.tokens),
+            runners={HTTP_REQUEST: HttpRunner(reactor, TreqClients(reactor), config.runner.output_max_bytes)},
         )
         self.nodes = NodeWatch(self.store, self.executions, reactor, config.runner.node_timeout, nodeId=nodeId)
+        self.streams = StreamHub(
+            self.store, reactor, self.executions, self.index, ringSize=config.stream.buffer_events, heartbeat=config.stream.heartbeat
+        )
         # -- HTTP
         self.metrics = Metrics()
         # with authentication off, a JSON content type is required so that a
         # web page cannot post a "simple" cross-site request to the daemon
         self.api = Api(self.authenticator.authenticate, requireJsonContentType=not config.auth.enable)
         self.authApi = Api(self.authenticator.authenticate, requireJsonContentType=not config.auth.enable)
+        self.streamApi = Api(self.authenticator.authenticate, requireJsonContentType=not config.auth.enable)
         self._installRoutes()
         # -- the tree, in start-up order
         tokenPurge = TimerService(3600, self._purgeTokens)
@@ -306,27 +333,34 @@ class BwcdService(OrderedServices):
             ("datastore key", DatastoreKeyFile(self.keys, config.datastore.encryption_key_path)),
             ("registration", self.registration),
             ("rule index", self.index),
+            ("webhook policies", self.policies),
             ("rules engine", self.engine),
+            ("timers", self.timers),
             ("executor", self.executor),
             ("node watch", self.nodes),
             ("token purge", tokenPurge),
-            ("api listener", self._listener(config.api.listen, self.api)),
+            ("stream", self.streams),
+            ("api listener", self._listener(config.api.listen, self.api, webUi=True)),
         ]
         if config.auth.enable:
             stages.append(("auth listener", self._listener(config.auth.listen, self.authApi)))
+        if config.stream.listen:
+            stages.append(("stream listener", self._listener(config.stream.listen, self.streamApi)))
         announce = "API {}, auth {}, storage {}".format(
             config.api.listen, config.auth.listen if config.auth.enable else "disabled", self.store.name
         )
-        stages.append(("readiness", Readiness([self.api, self.authApi], announce)))
+        stages.append(("readiness", Readiness([self.api, self.authApi, self.streamApi], announce)))
         for name, service in stages:
             service.setName(name)
             service.setServiceParent(self)
 
     def _installRoutes(self) -> None:
         config = self.config
-        installWebhookRoutes(self.api, self.index, self.engine, self.executions, self.store, self.reactor)
-        installRuleRoutes(self.api, self.store, self.index)
+        installWebhookRoutes(self.api, self.index, self.engine, self.executions, self.store, self.reactor, policies=self.policies)
+        installPolicyRoutes(self.api, self.policies)
+        installRuleRoutes(self.api, self.store, self.index, clock=self.reactor, keys=self.keys, systemUser=config.system.user)
         installTriggerRoutes(self.api, self.store, self.index, self.engine)
+        installTimerRoutes(self.api, self.store, self.index)
         installTokenRoutes(self.api, self.tokens, self.htpasswd, config, paths=("/auth/v1/tokens",))
         installTokenRoutes(self.authApi, self.tokens, self.htpasswd, config, paths=("/auth/v1/tokens", "/v1/tokens", "/tokens"))
         installApiKeyRoutes(self.api, self.apikeys)
@@ -335,12 +369,17 @@ class BwcdService(OrderedServices):
         installHealthRoutes(self.api, self.store, self.reactor, self.metrics, lambda: self.executor.runningCount, config.api.metrics)
         installKeyRoutes(self.api, self.keys, systemUser=config.system.user)
         installOpenApiRoutes(self.api)
+        installStreamRoutes(self.api, self.streams)
+        installStreamRoutes(self.streamApi, self.streams, STREAM_PATHS)
 
-    def _listener(self, description: str, api: Api) -> IService:
+    def _listener(self, description: str, api: Api, webUi: bool = False) -> IService:
+        # the web UI's files at / (bwcd/web/), in front of the API's routes
+        resource = WebUi(api.resource()) if webUi else api.resource()
         site = BwcdSite(
-            api.resource(), self.config.api.max_body_bytes, self.config.api.trusted_proxies,
+            resource, self.config.api.max_body_bytes, self.config.api.trusted_proxies,
             onRequestDone=self.metrics.observeRequest, reactor=self.reactor, allowOrigins=self.config.api.allow_origins,
         )
+        site.hookBodyLimit = self.policies.bodyLimit
         svc = StreamServerEndpointService(endpoints.serverFromString(self.reactor, description), site)
         svc._raiseSynchronously = True
         return svc

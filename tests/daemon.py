@@ -4,9 +4,10 @@ child process on free loopback ports, with a user and an API key made the way
 an operator makes them.
 
 Tests wait for events, never by polling: the daemon's log lines (ready,
-reloaded, a rule matched, an execution ended), a FIFO a child process writes
-to (L{fifoMessage}), and for in-memory API tests a request's end
-(L{PumpWhenFinished}).
+reloaded, a rule matched), the API's long poll for an execution's end
+(C{GET /v1/executions/<id>?wait=N}, L{Daemon.waitFor}), a FIFO a child
+process writes to (L{fifoMessage}), and for in-memory API tests a request's
+end (L{PumpWhenFinished}).
 """
 
 from __future__ import annotations
@@ -325,21 +326,19 @@ class Daemon:
         """
         The execution once it has completed.
 
-        Woken by the daemon's log line for the execution's end ("Execution
-        <id> of <action> succeeded ...", "Execution <id> abandoned: ...",
-        written after the record), not by polling; the record is read once
-        before (it may have ended already) and once after.  A hang is left to
-        trial's timeout.
+        Asked with C{GET /v1/executions/<id>?wait=30}, which the daemon
+        answers as soon as the execution has completed: a long poll, with
+        no dependence on the wording of a log line.  The daemon is woken by
+        completions it makes itself; one that another process sharing the
+        store makes is seen by the next ask, within 30 seconds.  A hang is
+        left to trial's timeout.
         """
-        since = self.linesLogged
-        _, doc = await self.get(f"/v1/executions/{execId}")
-        if doc.get("status") in COMPLETED:
-            return doc
-        await self.logged(rf"\bExecution {re.escape(execId)}\b.*\b({'|'.join(COMPLETED)})\b", since)
-        _, doc = await self.get(f"/v1/executions/{execId}")
-        if doc.get("status") not in COMPLETED:
-            raise AssertionError(f"bwcd logged the end of {execId} but its record says {doc.get('status')}: {doc}")
-        return doc
+        while True:
+            response, doc = await self.get(f"/v1/executions/{execId}?wait=30")
+            if response.code != 200:
+                raise AssertionError(f"GET /v1/executions/{execId} answered {response.code}: {doc}")
+            if doc.get("status") in COMPLETED:
+                return doc
 
 class PumpWhenFinished(Resource):
     """
@@ -405,6 +404,7 @@ async def startDaemon(
         "packs": {"paths": list(packs)},
         "runner": {"kill_grace": 1.0},
         "system": {"state_dir": stateDir},
+        "stream": {"listen": f"tcp:{freePort()}:interface=127.0.0.1"},
     }
     for section, values in (config or {}).items():
         data.setdefault(section, {}).update(values)

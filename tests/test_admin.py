@@ -175,6 +175,20 @@ class UserAddTests(SynchronousTestCase):
             self.assertEqual(e.exception.code, 2)
             self.assertIn(message, usage.getvalue())
 
+    def test_badScope(self) -> None:
+        """
+        Each --scope must be webhooks:<url glob>; a bad one is a usage error
+        (exit 2) naming it, and no key is made.
+        """
+        for value in ("executions:*", "webhooks:", "webhooks:a[b", "alerts/*"):
+            usage = io.StringIO()
+            self.patch(sys, "stderr", usage)
+            with self.assertRaises(SystemExit) as e:
+                self.run_("--config", self.config, "apikey-create", "--scope", "webhooks:ok", "--scope", value)
+            self.assertEqual(e.exception.code, 2)
+            self.assertIn(f'--scope: Invalid scope "{value}": ', usage.getvalue())
+        self.assertFalse(os.path.exists(os.path.join(self.folder, "state")))
+
 
 class EndToEndTests(TestCase):
     """
@@ -233,6 +247,36 @@ class EndToEndTests(TestCase):
         self.assertEqual(code, 201, body)
         code, body = await call("GET", "/v1/whoami", {"X-Auth-Token": body["token"]})
         self.assertEqual((code, body), (200, {"user": "admin", "method": "token"}))
+
+    async def test_scopedKey(self) -> None:
+        """
+        C{apikey-create --scope} (repeatable) stores the scopes with the key,
+        canonical (slashes around the glob dropped) and in order; the key
+        authenticates as a scoped, non-admin caller, refused (403 naming
+        both scopes) on a route not open to scoped keys.
+        """
+        made = runAdmin("apikey-create", "--config", self.config, "--user", "grafana", "--scope", "webhooks:alerts/*", "--scope", "webhooks:/grafana/")
+        self.assertEqual((made.returncode, made.stderr), (0, ""))
+        key = made.stdout.strip()
+        config = loadConfig(self.config)
+        store = SQLiteStore(config.storage.url[len("sqlite://"):], reactor)
+        await store.start()
+        self.addCleanup(store.stop)
+        apikeys = ApiKeys(store, reactor)
+        doc = await apikeys.lookup(key)
+        self.assertEqual((doc["user"], doc["scopes"]), ("grafana", ["webhooks:alerts/*", "webhooks:grafana"]))
+        authenticator = Authenticator(Tokens(store, reactor), apikeys, True, config.system.user)
+        api = Api(authenticator.authenticate)
+        api.ready = True
+
+        @api.route("/v1/whoami", ["GET"])
+        async def whoami(request, principal):
+            return {"user": principal.user}
+
+        stub = PumpWhenFinished(api.resource()).stub
+        response = await stub.request("GET", "http://bwcd.test/v1/whoami", headers={"St2-Api-Key": key})
+        body = json.loads(await response.content())
+        self.assertEqual((response.code, body), (403, {"faultstring": "API key is limited to webhooks:alerts/*, webhooks:grafana"}))
 
     def test_storeUnusable(self) -> None:
         """

@@ -683,7 +683,8 @@ class ApiKeyRouteTests(Harness):
         """
         code, _, doc = await self.call("POST", "/v1/apikeys", self.auth, body={"metadata": {"for": "ci"}})
         self.assertEqual(code, 201)
-        self.assertEqual(set(doc), {"id", "uid", "user", "key", "metadata", "created_at", "enabled"})
+        self.assertEqual(set(doc), {"id", "uid", "user", "key", "metadata", "created_at", "enabled", "scopes"})
+        self.assertEqual(doc["scopes"], [])
         self.assertRegex(doc["key"], r"^[A-Za-z0-9]{86}$")
         self.assertEqual(doc["uid"], "api_key:" + st2Hash(doc["key"]))
         self.assertEqual((doc["user"], doc["metadata"], doc["enabled"]), ("alice", {"for": "ci"}, True))
@@ -759,7 +760,7 @@ class ApiKeyRouteTests(Harness):
         self.assertEqual(headers.getRawHeaders("x-total-count"), ["3"])
         self.assertEqual([k["user"] for k in body], ["bob", "carol", "dave"])
         for item in body:
-            self.assertEqual(set(item), {"id", "uid", "user", "key_hash", "metadata", "created_at", "enabled"})
+            self.assertEqual(set(item), {"id", "uid", "user", "key_hash", "metadata", "created_at", "enabled", "scopes"})
             self.assertEqual((item["key_hash"], item["uid"]), ("********", "********"))
         code, _, body = await self.call("GET", "/v1/apikeys?show_secrets=true", self.auth)
         byId = {k["id"]: k for k in body}

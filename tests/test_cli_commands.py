@@ -284,11 +284,11 @@ class ResourceTests(CommandTestCase):
 
     async def test_webhookList(self) -> None:
         """
-        Columns url, type, description; url from parameters.url, sorted.
+        Columns url, type, verification, description; url from parameters.url, sorted.
         """
         self.assertEqual(await self.bwc("webhook", "list"), 0)
         lines = self.out.getvalue().splitlines()
-        self.assertEqual([c.strip() for c in lines[1].split("|")[1:-1]], ["url", "type", "description"])
+        self.assertEqual([c.strip() for c in lines[1].split("|")[1:-1]], ["url", "type", "verification", "description"])
         self.assertEqual([line.split("|")[1].strip() for line in lines[3:5]], ["alpha/beta", "zeta"])
 
     async def test_webhookGetMissing(self) -> None:

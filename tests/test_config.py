@@ -70,7 +70,7 @@ class ParseTests(SynchronousTestCase):
         self.assertConfigError({"runner": {"max_concurrent": "many"}}, "runner.max_concurrent: expected an integer, got str 'many'")
         self.assertConfigError({"runner": {"max_concurrent": True}}, "runner.max_concurrent: expected an integer, got bool True")
         self.assertConfigError({"api": {"lisen": "x"}}, "api.lisen: unknown key (known: allow_origins, listen, max_body_bytes, metrics, public_url, trusted_proxies, webui_base_url)")
-        self.assertConfigError({"nope": {}}, "nope: unknown section (known: api, auth, datastore, packs, runner, storage, system)")
+        self.assertConfigError({"nope": {}}, "nope: unknown section (known: api, auth, datastore, packs, runner, storage, stream, system)")
         self.assertConfigError({"auth": {"token_ttl": 10, "token_max_ttl": 5}}, "auth.token_ttl: must not exceed auth.token_max_ttl")
         self.assertConfigError({"packs": {"paths": "/x"}}, "packs.paths: expected a list, got str '/x'")
 

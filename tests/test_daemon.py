@@ -328,7 +328,7 @@ class DaemonCoreMixin:
         """
         d = await self.daemon()
         _, actions = await d.get("/v1/actions?pack=core")
-        self.assertEqual(sorted(a["ref"] for a in actions), ["core.echo", "core.local", "core.local_sudo", "core.noop"])
+        self.assertEqual(sorted(a["ref"] for a in actions), ["core.echo", "core.http", "core.local", "core.local_sudo", "core.noop"])
         _, local = await d.get("/v1/actions/core.local")
         self.assertEqual(local["uid"], "action:core:local")
         _, byId = await d.get(f"/v1/actions/{local['id']}")

@@ -284,3 +284,99 @@ class ExecutorTests(SynchronousTestCase):
         self.clock.advance(0)
         [running] = self.runner.started
         self.assertEqual(running.env["ST2_ACTION_EXECUTION_ID"], doc["id"])
+
+
+class FakeActionRunner:
+    """
+    An L{IActionRunner} for another runner type, recording each step.
+    """
+
+    def __init__(self) -> None:
+        self.steps: List[tuple] = []
+        self.started: List[FakeRunning] = []
+
+    async def prepare(self, doc: Dict[str, Any]) -> Dict[str, Any]:
+        self.steps.append(("prepare", doc["id"]))
+        if doc["_parameters"]["url"] == "bad":
+            raise ValueError("URL must be an http URL")
+        return dict(doc["_parameters"])
+
+    def start(self, doc: Dict[str, Any], prepared: Dict[str, Any], on_output: Any) -> FakeRunning:
+        self.steps.append(("start", prepared["url"]))
+        running = FakeRunning([], {}, None)
+        self.started.append(running)
+        return running
+
+    async def release(self, prepared: Dict[str, Any]) -> None:
+        self.steps.append(("release", prepared["url"]))
+
+
+class RunnerDispatchTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock, self.store, self.executions = executionWorld(self)
+        self.processes = FakeRunner()
+        self.http = FakeActionRunner()
+
+    def executor(self, maxConcurrent: int = 4) -> Executor:
+        executor = Executor(
+            self.store, self.executions, self.processes, self.clock, maxConcurrent, "http://127.0.0.1:9101/",
+            nodeId=lambda: NODE, resolveScript=lambda pack, entry: entry, runners={"http-request": self.http},
+        )
+        self.successResultOf(executor.startService())
+        self.addCleanup(lambda: executor.running and executor.stopService())
+        return executor
+
+    def stored(self, execId: str) -> Dict[str, Any]:
+        return self.successResultOf(self.store.get("executions", execId))
+
+    def test_runnerChosenByRunnerType(self) -> None:
+        """
+        A core.http execution goes to the http-request runner with its
+        rendered parameters (not to the process runner), shares the slots
+        with local actions, and is released once it ends.
+        """
+        self.executor(maxConcurrent=2)
+        http = self.successResultOf(ensureDeferred(self.executions.create("core.http", {"url": "http://x/"}, {}, "tester")))
+        local = self.successResultOf(ensureDeferred(self.executions.create("core.local", {"cmd": "echo hi"}, {}, "tester")))
+        queued = self.successResultOf(ensureDeferred(self.executions.create("core.http", {"url": "http://y/"}, {}, "tester")))
+        self.clock.advance(0)
+        self.assertEqual(self.http.steps, [("prepare", http["id"]), ("start", "http://x/")])
+        self.assertEqual([r.argv for r in self.processes.started], [shellCmdArgv("echo hi")])
+        self.assertEqual(self.stored(queued["id"])["status"], "requested")
+        self.http.started[0].result.callback(RunResult("succeeded", {"status_code": 200}, None, None, None, False, False))
+        self.assertEqual(self.stored(http["id"])["result"], {"status_code": 200})
+        self.assertEqual(self.http.steps[2], ("release", "http://x/"))
+        self.clock.advance(0)
+        self.assertEqual(self.http.steps[3:], [("prepare", queued["id"]), ("start", "http://y/")])
+        self.assertEqual(self.stored(local["id"])["status"], "running")
+
+    def test_prepareFailureFailsTheExecution(self) -> None:
+        """
+        A runner that refuses the parameters fails the execution with its
+        reason; nothing starts.
+        """
+        self.executor()
+        doc = self.successResultOf(ensureDeferred(self.executions.create("core.http", {"url": "bad"}, {}, "tester")))
+        self.clock.advance(0)
+        failed = self.stored(doc["id"])
+        self.assertEqual((failed["status"], failed["result"]["error"]), ("failed", "URL must be an http URL"))
+        self.assertEqual(self.http.started, [])
+        self.flushLoggedErrors(ValueError)
+
+    def test_runnerMissing(self) -> None:
+        """
+        An action whose runner type this node has no runner for fails
+        rather than running through another runner.
+        """
+        executor = Executor(
+            self.store, self.executions, self.processes, self.clock, 2, "http://127.0.0.1:9101/",
+            nodeId=lambda: NODE, resolveScript=lambda pack, entry: entry,
+        )
+        self.successResultOf(executor.startService())
+        self.addCleanup(lambda: executor.running and executor.stopService())
+        doc = self.successResultOf(ensureDeferred(self.executions.create("core.http", {"url": "http://x/"}, {}, "tester")))
+        self.clock.advance(0)
+        failed = self.stored(doc["id"])
+        self.assertEqual((failed["status"], failed["result"]["error"]), ("failed", 'Runner "http-request" is not available on this node'))
+        self.assertEqual(self.processes.started, [])
+        self.flushLoggedErrors(ValueError)

@@ -12,8 +12,9 @@ the inputs no schema can describe.)
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import attrs
 from twisted.internet import reactor
@@ -51,6 +52,43 @@ class Exchange:
 
     def describe(self) -> str:
         return f"status={self.status} closed={self.closed} timedOut={self.timedOut} head={self.received[:160]!r}"
+
+    def header(self, name: bytes) -> Optional[bytes]:
+        head = self.received.partition(b"\r\n\r\n")[0]
+        for line in head.split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+    @property
+    def body(self) -> bytes:
+        """
+        The response body, chunked framing removed.
+        """
+        raw = self.received.partition(b"\r\n\r\n")[2]
+        if b"chunked" not in (self.header(b"transfer-encoding") or b"").lower():
+            return raw
+        body = b""
+        while raw:
+            size, _, rest = raw.partition(b"\r\n")
+            length = int(size.split(b";")[0], 16)
+            if length == 0:
+                break
+            body, raw = body + rest[:length], rest[length + 2 :]
+        return body
+
+    def faultstring(self) -> Any:
+        """
+        The C{faultstring} of a JSON error answer, or None when the answer
+        is not one.
+        """
+        if not (self.header(b"content-type") or b"").startswith(b"application/json"):
+            return None
+        try:
+            return json.loads(self.body).get("faultstring")
+        except (ValueError, AttributeError):
+            return None
 
 
 def responseComplete(data: bytes) -> bool:
@@ -267,6 +305,77 @@ class MalformedHttpTests(HostileTestCase):
         await self.expectRefused("cl-list", hook + b"Content-Length: 2, 5\r\n\r\n{}")
         await self.expectRefused("cl-and-chunked", hook + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
         await self.expectRefused("over-limit", hook + b"Content-Type: application/json\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n" + b" " * 2_000_000, statuses=[413])
+        await self.assertDaemonFine()
+
+    async def test_everyRefusalIsJson(self) -> None:
+        """
+        Requests that Klein, Werkzeug or Twisted's HTTP parser used to
+        answer themselves (a plain-text or HTML 400, an HTML 308 redirect,
+        a bare 400 or a silent close) get a 4xx JSON faultstring: invalid
+        UTF-8 after percent-decoding in the path or Host, C{//} inside a
+        path, unknown methods, a request line over 16 kB, garbage.  None
+        of them logs a traceback; each logs at most its access line.
+        """
+        cases = {
+            "pct-ff-action": request(b"GET", b"/v1/actions/%ff", self.auth()),
+            "pct-ff-hook-post": request(b"POST", b"/v1/webhooks/%ff%fe", self.auth((b"Content-Type", b"application/json")), b"{}"),
+            "pct-ff-hook-get": request(b"GET", b"/v1/webhooks/%ff%fe", self.auth()),
+            "pct-surrogate-execution": request(b"GET", b"/v1/executions/%ed%a0%80", self.auth()),
+            "pct-ff-unrouted": request(b"GET", b"/nowhere/%c0%af", self.auth()),
+            "pct-ff-auth": request(b"GET", b"/auth/v1/%ff"),
+            "non-utf8-host": b"GET /v1/health HTTP/1.1\r\nHost: \xff\xfe\r\nConnection: close\r\n\r\n",
+            "double-slash-inside": request(b"GET", b"/v1//actions", self.auth()),
+            "double-slash-end": request(b"GET", b"/v1/actions//core.local", self.auth()),
+            "unknown-method": request(b"BREW", b"/v1/actions", self.auth()),
+            "wrong-method": request(b"PUT", b"/v1/health", self.auth(), b""),
+            "long-path": request(b"GET", b"/v1/actions/" + b"a" * 15_000, self.auth()),
+            "request-line-over-16k": request(b"GET", b"/v1/actions/" + b"a" * 20_000, self.auth()),
+            "garbage": b"GARBAGE\r\n\r\n",
+        }
+        since = self.daemon.linesLogged
+        for name, data in cases.items():
+            result = await exchange(self.port, data)
+            status = result.status
+            if status is None or not 400 <= status < 500 or not isinstance(result.faultstring(), str):
+                self.problems.append(f"{name}: not a 4xx JSON faultstring: {result.describe()} body={result.body[:200]!r}")
+        logged = self.daemon.lines[since:]
+        noisy = [line for line in logged if line.startswith(("\t", " ")) or "Traceback" in line or "Invalid encoding" in line]
+        self.assertEqual(noisy, [])
+        self.assertLessEqual(len(logged), len(cases), "\n".join(logged))
+        await self.assertDaemonFine()
+
+    async def test_oversizedBodyRefusedFromHeaders(self) -> None:
+        """
+        A Content-Length over api.max_body_bytes is answered 413 (JSON) from
+        the headers alone and the connection closed: the body is never
+        waited for.  No body is sent at all, so a server that waited would
+        only answer at trial's timeout; the same holds with
+        C{Expect: 100-continue}, which gets no 100 inviting the body.
+        """
+        hook = b"POST /v1/webhooks/st2 HTTP/1.1\r\nHost: a\r\nSt2-Api-Key: " + self.key + b"\r\nContent-Type: application/json\r\n"
+        for name, data in {
+            "content-length-10mb": hook + b"Content-Length: 10000000\r\n\r\n",
+            "expect-continue": hook + b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n",
+            "keep-alive": hook + b"Connection: keep-alive\r\nContent-Length: 10000000\r\n\r\n",
+        }.items():
+            result = await exchange(self.port, data, timeout=self.timeout * 2)
+            self.assertEqual(result.status, 413, f"{name}: {result.describe()}")
+            self.assertTrue(result.received.startswith(b"HTTP/1.1 413 "), f"{name}: {result.describe()}")
+            self.assertIn("larger than the limit", result.faultstring(), name)
+            self.assertEqual(result.header(b"connection"), b"close", name)
+        await self.assertDaemonFine()
+
+    async def test_oversizedChunkedBodyRefusedAtTheLimit(self) -> None:
+        """
+        A chunked body is refused (413, JSON, connection closed) as soon as
+        its chunks pass api.max_body_bytes, without waiting for the rest:
+        the last chunk is never sent.
+        """
+        chunked = b"POST /v1/webhooks/st2 HTTP/1.1\r\nHost: a\r\nSt2-Api-Key: " + self.key + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        unfinished = chunked + (b"100000\r\n" + b"a" * 0x100000 + b"\r\n") * 2
+        result = await exchange(self.port, unfinished, timeout=self.timeout * 2)
+        self.assertEqual(result.status, 413, result.describe())
+        self.assertIn("larger than the limit", result.faultstring())
         await self.assertDaemonFine()
 
     async def test_chunkedAbuse(self) -> None:

@@ -167,9 +167,15 @@ class ShippedFilesTests(SynchronousTestCase):
         upstreams = _siteDirective(self.site, "proxy_pass")
         apiPort = re.search(r"tcp:(\d+)", config.api.listen).group(1)
         authPort = re.search(r"tcp:(\d+)", config.auth.listen).group(1)
-        self.assertEqual(upstreams, [f"http://127.0.0.1:{apiPort}/", f"http://127.0.0.1:{authPort}/"])
+        streamPort = re.search(r"tcp:(\d+)", config.stream.listen).group(1)
+        # /api/, /stream/, /auth/, and the web UI at / (no path rewrite)
+        self.assertEqual(
+            upstreams,
+            [f"http://127.0.0.1:{apiPort}/", f"http://127.0.0.1:{streamPort}/", f"http://127.0.0.1:{authPort}/", f"http://127.0.0.1:{apiPort}"],
+        )
         self.assertIn("interface=127.0.0.1", config.api.listen)
         self.assertIn("interface=127.0.0.1", config.auth.listen)
+        self.assertIn("interface=127.0.0.1", config.stream.listen)
         self.assertIn("127.0.0.1", config.api.trusted_proxies)
 
     def test_siteForwardsClient(self) -> None:

@@ -38,7 +38,7 @@ class LoaderTests(SynchronousTestCase):
         self.assertEqual([p.name for p in packs], ["core"])
         actions, problems = loadActions(packs[0])
         self.assertEqual(problems, [])
-        self.assertEqual(sorted(a["ref"] for a in actions), ["core.echo", "core.local", "core.local_sudo", "core.noop"])
+        self.assertEqual(sorted(a["ref"] for a in actions), ["core.echo", "core.http", "core.local", "core.local_sudo", "core.noop"])
         self.assertEqual(packName(CORE_PACK_DIR)[0].name, "core")
 
     def test_validAction(self):
@@ -63,7 +63,7 @@ class LoaderTests(SynchronousTestCase):
         """
         cases = {
             "noname.yaml": ("runner_type: local-shell-cmd\n", "name: is required and must be a string"),
-            "runner.yaml": ("name: r\nrunner_type: python-script\n", "runner_type: unknown runner 'python-script' (known: local-shell-cmd, local-shell-script)"),
+            "runner.yaml": ("name: r\nrunner_type: python-script\n", "runner_type: unknown runner 'python-script' (known: http-request, local-shell-cmd, local-shell-script)"),
             "otherpack.yaml": ("name: o\npack: core\nrunner_type: local-shell-cmd\n", "pack: must be 'mypack' (the pack's name), got 'core'"),
             "escape.yaml": ("name: e\nrunner_type: local-shell-script\nentry_point: ../../../etc/passwd\n", "entry_point: must stay inside the pack's actions/ folder"),
             "missing.yaml": ("name: m\nrunner_type: local-shell-script\nentry_point: nope.sh\n", "entry_point: no such file"),

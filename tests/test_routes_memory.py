@@ -484,6 +484,6 @@ class ActionRouteTests(RoutesTestsMixin, SynchronousTestCase):
         The runner types are listed and shown by name.
         """
         response, runners = self.request("GET", "/v1/runnertypes")
-        self.assertEqual([r["name"] for r in runners], ["local-shell-cmd", "local-shell-script"])
+        self.assertEqual([r["name"] for r in runners], ["http-request", "local-shell-cmd", "local-shell-script"])
         response, runner = self.request("GET", "/v1/runnertypes/local-shell-cmd")
         self.assertEqual(runner["runner_parameters"]["timeout"]["default"], 60)

@@ -51,9 +51,10 @@ class RunnerTypesTests(SynchronousTestCase):
 
     def test_names(self):
         """
-        Exactly the two local shell runners exist, listed sorted.
+        Exactly the HTTP runner and the two local shell runners exist,
+        listed sorted.
         """
-        self.assertEqual(runnerNames(), ["local-shell-cmd", "local-shell-script"])
+        self.assertEqual(runnerNames(), ["http-request", "local-shell-cmd", "local-shell-script"])
 
     def test_commonParameters(self):
         """

@@ -164,7 +164,7 @@ class ContractMixin:
         Every declared collection can be written and read.
         """
         for name in schema.COLLECTIONS:
-            doc = await self.store.insert(name, {"ref": "p.x", "name": "n", "scope": "st2kv.system", "key_hash": "k", "token_hash": "t",
+            doc = await self.store.insert(name, {"ref": "p.x", "name": "n", "scope": "st2kv.system", "url": "u", "hook": "h", "delivery_id": "d", "key_hash": "k", "token_hash": "t",
                                                  "rule": {"id": "r"}, "trigger_instance_id": "ti"})
             self.assertEqual(await self.store.get(name, doc["id"]), doc)
             self.assertEqual(await self.store.count(name, {}), 1)

@@ -54,6 +54,8 @@ APIKEY_SCHEMA = {
         "metadata": {"type": ["object", "null"]},
         "created_at": {"type": "string", "pattern": ISO8601_UTC_REGEX},
         "enabled": {"type": "boolean"},
+        # bwcd's own: webhooks:<url glob> strings (bwcd.auth.principal)
+        "scopes": {"type": ["array", "null"], "items": {"type": "string"}},
     },
     "additionalProperties": False,
 }
@@ -122,7 +124,10 @@ def installTokenRoutes(
             raise Unauthenticated(MSG_BAD_LOGIN)
         user, password = creds
         if not await htpasswd.check(user, password, client=clientAddress(request)):
-            log.info("Refused password login for user {user}", user=user)
+            # a name that is not a user's is not logged: it is attacker
+            # text, or a password typed into the user field
+            known = user in htpasswd.users()
+            log.info("Refused password login for user {user} from {client}", user=user if known else "(unknown)", client=clientAddress(request))
             raise Unauthenticated(MSG_BAD_LOGIN)
         if body.get("user") or body.get("impersonate_user"):
             raise Invalid(f'Current user "{user}" is not a service and cannot request impersonated tokens')
@@ -141,6 +146,12 @@ def installTokenRoutes(
 def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = APIKEY_PREFIXES) -> None:
     """
     C{/v1/apikeys} CRUD under every prefix in C{prefixes}.
+
+    A key created with C{"scopes": ["webhooks:<url glob>", ...]} may only
+    send events to matching hooks (L{bwcd.auth.principal}); a bad scope is a
+    400 naming it.  Scoped callers never reach these routes (the route
+    wrapper answers them 403), so managing keys needs a full-access
+    credential.
     """
     collection = [p.rstrip("/") + "/apikeys" for p in prefixes]
     item = [c + "/<id_or_key>" for c in collection]
@@ -169,6 +180,7 @@ def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = AP
             metadata=body.get("metadata") or {},
             enabled=True if enabled is None else enabled,
             keyHash=body.get("key_hash") or None,
+            scopes=body.get("scopes"),
         )
         answer = {
             "id": doc["id"],
@@ -178,6 +190,7 @@ def installApiKeyRoutes(api: Api, apikeys: ApiKeys, prefixes: Sequence[str] = AP
             "metadata": doc["metadata"],
             "created_at": doc["created_at"],
             "enabled": doc["enabled"],
+            "scopes": list(doc.get("scopes") or []),
         }
         return Reply(answer, code=201)
 

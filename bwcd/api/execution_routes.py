@@ -12,11 +12,16 @@ from typing import Any, Dict, Optional
 from bwcd.api.framework import Api, Principal, Reply
 from bwcd.api.query import arg, filtersFrom, listPage
 from bwcd.errors import Invalid, NotFound, Refused, Unavailable
-from bwcd.execution.service import ExecutionRequestError, ExecutionService, QueueFull, publicDocument
+from bwcd.api.webhook_routes import requestedWait
+from bwcd.execution.service import COMPLETED, ExecutionRequestError, ExecutionService, QueueFull, publicDocument
 from bwcd.jsontext import JsonError, loadJson
 from bwcd.store.interface import IStore
 
 PREFIXES = ("/v1/executions", "/v1/actionexecutions", "/api/v1/executions")
+
+#: the longest C{GET /v1/executions/<id>?wait=N} may wait (seconds); larger
+#: values are cut to it
+MAX_WAIT = 300.0
 
 #: query name -> document path, for GET /v1/executions filters
 FILTERS = {
@@ -179,7 +184,16 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
 
     @api.route([p + "/<string:execId>" for p in PREFIXES], ["GET"])
     async def show(request, principal: Principal, execId: str):
-        return publicDocument(await find(execId))
+        # ?wait=N or Prefer: wait=N: answer once the execution has
+        # completed or N seconds (at most MAX_WAIT) have passed, so a
+        # caller waits for the end without polling
+        wait, viaPrefer = requestedWait(request, MAX_WAIT)
+        doc = await find(execId)
+        if wait and doc["status"] not in COMPLETED:
+            doc = await executions.waitForCompletion(doc["id"], wait) or doc
+        if viaPrefer:
+            return Reply(publicDocument(doc), 200, {"Preference-Applied": f"wait={wait:g}"})
+        return publicDocument(doc)
 
     @api.route([p + "/<string:execId>" for p in PREFIXES], ["DELETE"])
     async def cancel(request, principal: Principal, execId: str):
@@ -229,4 +243,4 @@ def installExecutionRoutes(api: Api, store: IStore, executions: ExecutionService
         return Reply(raw=json.dumps(doc.get("result")).encode("utf-8"), contentType="text/json")
 
 
-__all__ = ["FILTERS", "MSG_USER_NOT_ADMIN", "PREFIXES", "headerContext", "installExecutionRoutes", "queueFullError", "runAs"]
+__all__ = ["FILTERS", "MAX_WAIT", "MSG_USER_NOT_ADMIN", "PREFIXES", "headerContext", "installExecutionRoutes", "queueFullError", "runAs"]

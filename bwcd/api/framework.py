@@ -8,6 +8,13 @@ A handler is C{async def handler(request, principal, **urlArgs)} and returns a
 JSON-able value (200), a L{Reply} (any status, headers) or raises a
 L{bwcd.errors.DomainError} kind, which L{statusFor} turns into its status
 code: this module is the one place where a domain error becomes HTTP.
+
+It is also the one place where scoped API keys are held to their scopes: a
+scoped caller reaches only routes declared with C{scopedAccess="webhooks"}
+(the webhook receiver), and there only the hooks its scopes match; every
+other authenticated route answers it 403 ("API key is limited to ...")
+before its handler runs, so a new route is closed to scoped keys without
+declaring anything.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoSuchRoute
 from werkzeug.routing import BaseConverter
 
@@ -209,6 +216,11 @@ class Api:
         self.requireJsonContentType = requireJsonContentType
         self._authenticate = authenticate
         self.app.handle_errors(NoSuchRoute, MethodNotAllowed)(self._notFound)
+        # Whatever else Werkzeug raises while matching is answered as JSON
+        # too; and "/v1//actions" is not found rather than redirected (an
+        # HTML 308 whose Location is built from the client's Host header).
+        self.app.handle_errors(HTTPException)(self._httpError)
+        self.app.url_map.merge_slashes = False
         self._prefixRoutes: Dict[bytes, List[Tuple[bytes, Callable[..., Deferred], str]]] = {}
 
     def resource(self):
@@ -217,6 +229,12 @@ class Api:
     def _notFound(self, request, failure) -> bytes:
         return renderError(request, ApiError(404, "The resource could not be found."))
 
+    def _httpError(self, request, failure) -> bytes:
+        error = failure.value
+        code = error.code if isinstance(error.code, int) and 300 <= error.code < 600 else 400
+        location = getattr(error, "new_url", None)
+        return renderError(request, ApiError(code, f"{error.name}.", headers={"Location": location} if location else None))
+
     def readJson(self, request, required: bool = True, anyTypeWhenEmpty: bool = False) -> Any:
         """
         The body of a request to a JSON route: L{readJsonBody} with this
@@ -224,16 +242,27 @@ class Api:
         """
         return readJsonBody(request, required, self.requireJsonContentType, anyTypeWhenEmpty)
 
-    def _endpoint(self, handler: Handler, auth: bool, needsStore: bool) -> Callable[..., Deferred]:
+    def _endpoint(
+        self, handler: Handler, auth: bool, needsStore: bool, scopedAccess: Optional[str] = None, hookArgument: Optional[str] = None
+    ) -> Callable[..., Deferred]:
         """
-        Wrap C{handler}: readiness, authentication, JSON and error bodies.
-        The result is a Deferred of the response body bytes.
+        Wrap C{handler}: readiness, authentication, scopes, JSON and error
+        bodies.  The result is a Deferred of the response body bytes.
+
+        @param scopedAccess: C{"webhooks"} lets scoped API keys through to
+            this route; C{None} (every other route) refuses them.
+        @param hookArgument: the URL argument holding the hook url, checked
+            here against the caller's scopes when C{scopedAccess} is set.
         """
+        if scopedAccess is not None and scopedAccess not in SCOPED_ACCESS:
+            raise ValueError(f"unknown scopedAccess {scopedAccess!r}; known: {sorted(SCOPED_ACCESS)}")
 
         async def run(request, **kwargs):
             if needsStore and not self.ready:
                 raise Unavailable("bwcd is starting; try again shortly.", headers={"Retry-After": "1"})
             principal = await self._authenticate(request) if auth else None
+            if principal is not None and getattr(principal, "scopes", None):
+                checkScopes(principal, scopedAccess, kwargs.get(hookArgument) if hookArgument else None)
             return await handler(request, principal, **kwargs)
 
         def endpoint(request, **kwargs):
@@ -253,21 +282,34 @@ class Api:
             name = f"{handler.__module__}.{handler.__qualname__}:{i}"
             self.app.route(path, methods=list(methods), strict_slashes=False, endpoint=name)(endpoint)
 
-    def route(self, paths: str | Sequence[str], methods: Sequence[str], auth: bool = True, needsStore: bool = True) -> Callable[[Handler], Handler]:
+    def route(
+        self,
+        paths: str | Sequence[str],
+        methods: Sequence[str],
+        auth: bool = True,
+        needsStore: bool = True,
+        scopedAccess: Optional[str] = None,
+    ) -> Callable[[Handler], Handler]:
         """
         Declare C{handler} for C{paths} (werkzeug rule syntax, one trailing
         slash tolerated) and C{methods}.
+
+        @param scopedAccess: C{"webhooks"} for a route scoped API keys may
+            reach; its handler must then check
+            C{principal.allowsHook(url)} itself.
         """
         if isinstance(paths, str):
             paths = [paths]
 
         def decorate(handler: Handler) -> Handler:
-            self._addToKlein(handler, self._endpoint(handler, auth, needsStore), paths, methods)
+            self._addToKlein(handler, self._endpoint(handler, auth, needsStore, scopedAccess), paths, methods)
             return handler
 
         return decorate
 
-    def prefixRoute(self, prefixes: Sequence[str], method: str, argument: str, auth: bool = True) -> Callable[[Handler], Handler]:
+    def prefixRoute(
+        self, prefixes: Sequence[str], method: str, argument: str, auth: bool = True, scopedAccess: Optional[str] = None
+    ) -> Callable[[Handler], Handler]:
         """
         Declare C{handler} for every path under one of C{prefixes} (each
         ending in C{/}), the rest of the path (URL-decoded, slashes kept)
@@ -277,12 +319,16 @@ class Api:
         Klein: the webhook receiver is the one route under load, and
         skipping Werkzeug's URL matching there raised the events one process
         accepts by about a fifth (bench/).  Behaviour is the same either way.
+
+        With C{scopedAccess="webhooks"}, scoped API keys may call it for the
+        hooks (the C{argument}) their scopes match; that is checked here,
+        before the handler runs.
         """
         if "bwcdrest" not in self.app.url_map.converters:
             self.app.url_map.converters["bwcdrest"] = RestOfPath
 
         def decorate(handler: Handler) -> Handler:
-            endpoint = self._endpoint(handler, auth, True)
+            endpoint = self._endpoint(handler, auth, True, scopedAccess, argument if scopedAccess else None)
             self._addToKlein(handler, endpoint, [p + f"<bwcdrest:{argument}>" for p in prefixes], [method])
             for prefix in prefixes:
                 self._prefixRoutes.setdefault(method.encode("ascii"), []).append((prefix.encode("utf-8"), endpoint, argument))
@@ -309,6 +355,26 @@ class Api:
         return renderError(request, ApiError(500, "Internal Server Error"))
 
 
+#: the kinds of access a route may grant to scoped API keys
+SCOPED_ACCESS = frozenset({"webhooks"})
+
+
+def checkScopes(principal: Principal, scopedAccess: Optional[str], hook: Optional[str]) -> None:
+    """
+    Hold a scoped caller to its scopes: it may reach only a route flagged
+    C{scopedAccess="webhooks"}, and, when the route names the hook, only a
+    hook one of its scopes matches.
+
+    @raise Refused: with "API key is limited to <every scope>".
+    """
+    if not principal.scopes:
+        return
+    if scopedAccess not in SCOPED_ACCESS:
+        raise principal.refusal()
+    if hook is not None and not principal.allowsHook(hook):
+        raise principal.refusal()
+
+
 class RestOfPath(BaseConverter):
     """
     The rest of the path, empty segments and slashes included, so that
@@ -319,6 +385,23 @@ class RestOfPath(BaseConverter):
     regex = ".*"
     part_isolating = False
     weight = 200
+
+
+MSG_BAD_URL_ENCODING = "The request path, method or Host header is not valid UTF-8 (after percent-decoding)."
+
+
+def _decodable(request) -> bool:
+    """
+    Whether what Klein decodes as UTF-8 (the percent-decoded path segments,
+    the method, the Host name) decodes.
+    """
+    try:
+        b"/".join(request.prepath + request.postpath).decode("utf-8")
+        request.method.decode("utf-8")
+        request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _Dispatch(Resource):
@@ -334,6 +417,13 @@ class _Dispatch(Resource):
         self._prefixRoutes = prefixRoutes
 
     def render(self, request):
+        if not _decodable(request):
+            # Klein would answer text/html and log a traceback per request.
+            # Written here, not returned: Twisted logs a HEAD request whose
+            # render returns a body with its raw URI (credentials included).
+            request.setResponseCode(400)
+            self._write(encodeJson({"faultstring": MSG_BAD_URL_ENCODING}), request, b"application/json")
+            return NOT_DONE_YET
         for prefix, endpoint, argument in self._prefixRoutes.get(request.method, ()):
             if request.path.startswith(prefix):
                 rest = unquote(request.path[len(prefix):].decode("utf-8", "replace"))
@@ -344,9 +434,11 @@ class _Dispatch(Resource):
         return self._klein.render(request)
 
     @staticmethod
-    def _write(body: bytes, request) -> None:
+    def _write(body: bytes, request, contentType: Optional[bytes] = None) -> None:
         if request.finished or request._disconnected:
             return
+        if contentType is not None:
+            request.setHeader(b"Content-Type", contentType)
         if body:
             request.write(body)
         request.finish()
@@ -356,11 +448,14 @@ __all__ = [
     "Api",
     "ApiError",
     "MSG_BAD_BODY",
+    "MSG_BAD_URL_ENCODING",
     "MSG_BODY_REQUIRED",
     "Principal",
     "Reply",
     "RestOfPath",
+    "SCOPED_ACCESS",
     "STATUS",
+    "checkScopes",
     "encodeJson",
     "isJsonContentType",
     "readJsonBody",

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Tuple
 from urllib.parse import unquote_to_bytes, urlencode
 
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request, Site
 
 log = Logger(namespace="bwcd.http")
@@ -111,27 +112,80 @@ class BwcdRequest(Request):
 
     bodyTooLarge = False
     _received = 0
+    #: (hook, max_body_bytes) when a webhook policy limits this request's body
+    hookLimit: Optional[Tuple[str, int]] = None
+    bwcdWebhookRefusal: Optional[Tuple[str, str]] = None
     _started = 0.0
 
     def gotLength(self, length: Optional[int]) -> None:
         self._started = time.monotonic()
-        limit = self.channel.site.maxBodyBytes if self.channel and self.channel.site else None
+        limit = self._bodyLimit()
         if length is not None and limit is not None and length > limit:
             self.bodyTooLarge = True
-            length = 0
+            super().gotLength(0)
+            # Answer as soon as the headers say the body is too large, not
+            # once it has arrived: no 100 Continue inviting it, and the
+            # channel is told the body is empty (HTTPChannel.lineReceived
+            # then hands the request over at once); the connection closes
+            # after the 413, so the body is never read.
+            self.requestHeaders.removeHeader(b"expect")
+            self.channel.persistent = False
+            self.channel.length = 0
+            return
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.bodyTooLarge:
             return
         self._received += len(data)
-        limit = self.channel.site.maxBodyBytes
+        limit = self._bodyLimit()
         if self._received > limit:
             self.bodyTooLarge = True
             self.content.seek(0)
             self.content.truncate()
+            self._refuseChunkedBody()
             return
         super().handleContentChunk(data)
+
+    def _refuseChunkedBody(self) -> None:
+        """
+        A chunked body has passed the limit: answer 413 now and close,
+        instead of reading the rest of it.
+
+        We are inside the channel's chunked decoder, which goes on parsing
+        the data it holds after we return: its callbacks are made no-ops
+        before the channel is told the body is complete (which hands the
+        request to L{process} and stops feeding the decoder).
+        """
+        channel = self.channel
+        decoder = getattr(channel, "_transferDecoder", None)
+        if decoder is None or not hasattr(decoder, "finishCallback"):
+            return  # not Twisted's HTTP/1.1 channel: the body is discarded as it comes
+        decoder.dataCallback = lambda data: None
+        decoder.finishCallback = lambda rest: None
+        channel.persistent = False
+        channel.allContentReceived()
+
+    def _bodyLimit(self) -> Optional[int]:
+        # The site's limit, or a webhook policy's smaller one: the hook is
+        # known from the request line before the body arrives.
+        site = self.channel.site if self.channel else None
+        if site is None:
+            return None
+        limit = site.maxBodyBytes
+        if self.hookLimit is None and site.hookBodyLimit is not None and self._received == 0:
+            self.hookLimit = site.hookBodyLimit(getattr(self.channel, "_command", None), getattr(self.channel, "_path", None))
+        if self.hookLimit is not None and (limit is None or self.hookLimit[1] < limit):
+            return self.hookLimit[1]
+        return limit
+
+    def __repr__(self) -> str:
+        # Twisted puts a request's repr in some of its own log lines (a HEAD
+        # answered with a body, a producer left registered): with the URI
+        # as logged everywhere else, credentials removed.
+        return "<{} at 0x{:x} method={} uri={} clientproto={}>".format(
+            type(self).__name__, id(self), self.method.decode("latin-1"), redactedURI(self.uri), self.clientproto.decode("latin-1")
+        )
 
     def forwardedFor(self) -> str:
         """
@@ -179,8 +233,12 @@ class BwcdRequest(Request):
             self.setResponseCode(413)
             self.setHeader(b"Content-Type", b"application/json")
             self.setHeader(b"Connection", b"close")
-            limit = self.channel.site.maxBodyBytes
-            self.write(errorBody(f"Request body is larger than the limit of {limit} bytes."))
+            limit = self._bodyLimit()
+            if self.hookLimit is not None and limit == self.hookLimit[1]:
+                self.bwcdWebhookRefusal = (self.hookLimit[0], "body_too_large")
+                self.write(errorBody(f"Request body is larger than the limit of {limit} bytes for webhook {self.hookLimit[0]}."))
+            else:
+                self.write(errorBody(f"Request body is larger than the limit of {limit} bytes."))
             self.finish()
             return
         super().process()
@@ -201,6 +259,29 @@ class BwcdRequest(Request):
         return reason
 
 
+class BwcdChannel(HTTPChannel):
+    """
+    Twisted's HTTP/1.1 channel, whose own refusals (a malformed request
+    line, header or body framing; a line over 16 kB) are JSON faultstrings
+    like every other answer, instead of a bare 400 or a silent close.
+    """
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        body = errorBody("Bad Request: the request is not valid HTTP/1.1, or a line of it is too long.")
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+        )
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._respondToBadRequestAndDisconnect()
+
+
+def _channel(factory: Site) -> _GenericHTTPChannelProtocol:
+    # as Site's default protocol factory, with bwcd's channel inside
+    return _GenericHTTPChannelProtocol(BwcdChannel())
+
+
 class BwcdSite(Site):
     """
     The site for both listeners.
@@ -211,6 +292,9 @@ class BwcdSite(Site):
     """
 
     requestFactory = BwcdRequest
+    protocol = _channel
+    #: (method, raw URI) -> (hook, max_body_bytes) of a webhook policy, or None
+    hookBodyLimit: Optional[Callable[[Optional[bytes], Optional[bytes]], Optional[Tuple[str, int]]]] = None
 
     def __init__(
         self,

@@ -12,6 +12,14 @@ Retry-After) reads and stores nothing.  The answer (202) is sent once the
 insert is durable and before any rule is enforced; the engine takes the
 instance, with the rules it matched, on a later turn of the reactor.
 
+A hook's webhook policy (L{bwcd.webhooks.registry.PolicyIndex}, in
+memory) comes before all of that: its content types (415), the sender's
+signature over the raw body, which then stands in for a credential (401
+naming the failed check), its rate (429), and after parsing its delivery id
+(a repeat is answered like the first and runs nothing).  The route is
+declared without authentication so that verified hooks need none; every
+other hook authenticates here, as before.
+
 C{Prefer: wait=N} (RFC 7240) or C{?wait=N} make the request wait, at most
 N seconds, for the rules to be processed and the executions they started to
 complete, and answer with what happened: BWC's guide admits that a webhook
@@ -27,15 +35,23 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
+from twisted.logger import Logger
+
 from bwcd.api.framework import Api, Reply, RestOfPath
 from bwcd.api.query import arg
+from bwcd.auth.limits import tooMany
 from bwcd.auth.principal import Principal
-from bwcd.errors import Invalid, NotFound, Unavailable
+from bwcd.errors import Invalid, NotFound, Refused, Unauthenticated, Unavailable, UnsupportedMediaType
 from bwcd.rules.engine import Outcome, Overloaded, RulesEngine
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.triggers import GENERIC_HOOK, payloadError, publicTrigger
 from bwcd.webhooks.body import BodyError, parseBody
+from bwcd.webhooks.dedup import deliveryIdFrom
 from bwcd.webhooks.headers import payloadHeaders
+from bwcd.webhooks.registry import ActivePolicy, PolicyIndex
+from bwcd.webhooks.verify import VerifyFailed, verifyRequest
+
+log = Logger(namespace="bwcd.webhooks")
 
 PREFIXES = ("/v1/webhooks", "/api/v1/webhooks")
 MAX_WAIT = 30.0
@@ -144,6 +160,31 @@ def executionSummary(doc: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def _mediaType(value: Optional[bytes]) -> str:
+    return (value or b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+def refuse(request, hook: str, reason: str, error: Exception) -> Exception:
+    """
+    Mark C{request} as refused by C{hook}'s policy for C{reason} (counted
+    in C{/metrics} by hook and reason) and return C{error} to raise.
+    """
+    request.bwcdWebhookRefusal = (hook, reason)
+    return error
+
+
+def checkScope(principal: Any, hook: str) -> None:
+    """
+    A scoped credential may only send to the hooks its scopes name.
+
+    @raise Refused: it may not send to C{hook}.
+    """
+    allows = getattr(principal, "allowsHook", None)
+    if allows is not None and not allows(hook):
+        scopes = ", ".join(getattr(principal, "scopes", None) or ())
+        raise Refused(f"API key is limited to {scopes}")
+
+
 def installWebhookRoutes(
     api: Api,
     index: RuleIndex,
@@ -152,6 +193,7 @@ def installWebhookRoutes(
     store: Any,
     clock: IReactorTime,
     maxWait: float = MAX_WAIT,
+    policies: Optional[PolicyIndex] = None,
 ) -> None:
     """
     Add the webhook routes to C{api}.
@@ -161,12 +203,22 @@ def installWebhookRoutes(
     @param executions: the L{bwcd.execution.service.ExecutionService}, for
         C{wait}: C{waitForCompletion(id, timeout)}.
     @param store: read only on the C{wait} path.
+    @param policies: the webhook policies in force (signatures,
+        deduplication, per-hook limits); None: none.
     """
     api.app.url_map.converters["bwcdrest"] = RestOfPath
+    authenticate = api._authenticate
 
     @api.route(list(PREFIXES), ["GET"])
     async def listHooks(request, principal: Principal):
-        return [publicTrigger(t) for t in index.hooks()]
+        return [withVerification(publicTrigger(t)) for t in index.hooks()]
+
+    def withVerification(trigger: Dict[str, Any]) -> Dict[str, Any]:
+        url = (trigger.get("parameters") or {}).get("url")
+        active = policies.get(url) if policies is not None and isinstance(url, str) else None
+        verify = active.policy.verify if active is not None else None
+        trigger["verification"] = verify.preset if verify is not None else "credentials"
+        return trigger
 
     @api.route([p + "/<bwcdrest:url>" for p in PREFIXES], ["GET"])
     async def showHook(request, principal: Principal, url: str):
@@ -174,16 +226,15 @@ def installWebhookRoutes(
         if not triggers:
             # StackStorm's abort(404) without a message.
             raise NotFound("Unhandled exception")
-        return publicTrigger(triggers[0])
+        return withVerification(publicTrigger(triggers[0]))
 
-    def eventInstances(request, hook: str) -> Tuple[Any, List[Dict[str, Any]]]:
+    def eventInstances(request, hook: str, raw: bytes) -> Tuple[Any, List[Dict[str, Any]]]:
         """
         The parsed body and the trigger instances it makes for C{hook}.
 
         @raise Invalid: a body that cannot be parsed or does not fit.
         @raise NotFound: no such hook.
         """
-        raw = request.content.read() if request.content is not None else b""
         contentType = request.getHeader(b"content-type")
         try:
             body = parseBody(raw, contentType and contentType.decode("latin-1"))
@@ -199,26 +250,93 @@ def installWebhookRoutes(
         payload = {"headers": headers.headers, "headers_lower": headers.lower, "body": body}
         return body, [engine.newInstance(t["ref"], payload) for t in triggers]
 
-    @api.prefixRoute([p + "/" for p in PREFIXES], "POST", "hook")
+    def header(request, name: str) -> Optional[str]:
+        value = request.getHeader(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
+    async def admitted(request, hook: str, active: Optional[ActivePolicy], raw: bytes) -> Any:
+        """
+        The hook's policy, before anything is parsed: content type (415),
+        the sender's signature or else a credential (401), the hook's rate
+        (429).  Only requests that proved their sender spend the hook's
+        rate, so forged requests cannot lock the real sender out.
+        """
+        policy = active.policy if active is not None else None
+        if policy is not None and policy.limits.contentTypes is not None:
+            mediaType = _mediaType(request.getHeader(b"content-type"))
+            if mediaType not in policy.limits.contentTypes:
+                shown = mediaType[:100] or "(none)"
+                raise refuse(request, policy.url, "unsupported_media_type", UnsupportedMediaType(
+                    f'Content-Type "{shown}" is not accepted by webhook {policy.url}: it takes {", ".join(policy.limits.contentTypes)}.'
+                ))
+        if policy is not None and policy.verify is not None:
+            assert active is not None
+            try:
+                verifyRequest(policy.verify, active.secrets, lambda n: header(request, n), raw, clock.seconds())
+            except VerifyFailed as e:
+                log.warn(
+                    "Webhook {hook} refused ({reason}): {why}; from {client}",
+                    hook=policy.url, reason=e.reason, why=e.faultstring, client=request.getClientAddress().host if request.getClientAddress() else "",
+                )
+                raise refuse(request, policy.url, e.reason, Unauthenticated(e.faultstring))
+            principal = Principal(user=f"webhook:{policy.url}", method="signature", admin=False)
+        else:
+            principal = await authenticate(request)
+            checkScope(principal, hook.strip("/"))
+        if active is not None and active.limiter is not None:
+            wait = active.limiter.take(policy.url)
+            if wait is not None:
+                raise refuse(request, policy.url, "rate_limited", tooMany(wait, f"Too many requests to webhook {policy.url}; try again later."))
+        return principal
+
+    @api.prefixRoute([p + "/" for p in PREFIXES], "POST", "hook", auth=False)
     async def receive(request, principal: Principal, hook: str):
-        # The one admission gate, before anything is read: a place in the
+        active = policies.get(hook) if policies is not None else None
+        raw = request.content.read() if request.content is not None else b""
+        await admitted(request, hook, active, raw)
+        # The one admission gate, before anything is parsed: a place in the
         # engine's queue, refused while executions or instances are backed
         # up (503 with Retry-After; nothing is stored).
         try:
             engine.admit(1)
         except Overloaded:
             raise Unavailable("Too many webhooks are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
+        claim = None
         try:
             wait, viaPrefer = requestedWait(request, maxWait)
-            body, instances = eventInstances(request, hook)
+            body, instances = eventInstances(request, hook, raw)
+            policy = active.policy if active is not None else None
+            if policy is not None and policy.verify is not None and policy.verify.preset == "slack" \
+                    and isinstance(body, dict) and body.get("type") == "url_verification":
+                engine.release(1)
+                return Reply({"challenge": body.get("challenge")}, 200)
+            ids = [i["id"] for i in instances]
+            if policy is not None and policy.dedup is not None:
+                dedup = policy.dedup
+                deliveryId = deliveryIdFrom(dedup.source, dedup.name, header(request, dedup.name) if dedup.source == "header" else None, body)
+                if deliveryId is not None:
+                    claim = await policies.deliveries.claim(policy.url, deliveryId, ids, dedup.window)  # type: ignore[union-attr]
+                    if not claim.first:
+                        engine.release(1)
+                        log.info("Webhook {hook}: delivery {delivery} already received; nothing run", hook=policy.url, delivery=deliveryId)
+                        first = list(claim.instances)
+                        return Reply(body, 202, {
+                            "Location": f"/v1/triggerinstances/{first[0]}" if first else "",
+                            "X-BWC-Trigger-Instance": ",".join(first),
+                            "X-BWC-Duplicate": "true",
+                        })
         except BaseException:
-            engine.release(1)
+            if claim is None or claim.first:
+                engine.release(1)
             raise
         try:
             outcomes = await engine.accept(instances, reserved=1)
-        except Overloaded:
-            raise Unavailable("Too many webhooks are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
-        ids = [i["id"] for i in instances]
+        except BaseException as e:
+            if claim is not None:
+                await policies.deliveries.release(claim)  # type: ignore[union-attr]
+            if isinstance(e, Overloaded):
+                raise Unavailable("Too many webhooks are waiting to be processed; try again shortly.", headers={"Retry-After": "1"})
+            raise
         replyHeaders = {"Location": f"/v1/triggerinstances/{ids[0]}", "X-BWC-Trigger-Instance": ",".join(ids)}
         if wait is None:
             return Reply(body, 202, replyHeaders)

@@ -6,6 +6,10 @@ Hashing follows st2 exactly (SHA-512 over a fixed salt plus the key), so that
 keys can be moved between st2 and bwcd by their C{key_hash} and the 401 for an
 unknown key names the same hash st2 would.  The plaintext key exists only in
 the answer to the request that created it.
+
+A key may carry scopes (L{bwcd.auth.principal}): a list of
+C{webhooks:<url glob>} limiting it to sending events to those hooks.  A key
+without scopes is a full-access credential, as every st2 key is.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import base64
 import hashlib
 import os
 import re
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from bwcd.auth.credentials import CACHE_SECONDS, DisabledApiKey, UnknownApiKey, ValidationCache, sameHash
+from bwcd.auth.principal import parseScopes
 from bwcd.errors import Invalid, NotFound
 from bwcd.store.interface import IStore, newId
 from bwcd.timeutil import isoformat, utcnow
@@ -97,6 +102,7 @@ def publicView(doc: Mapping[str, Any], showSecrets: bool = False) -> dict:
         "metadata": doc.get("metadata") or {},
         "created_at": doc.get("created_at"),
         "enabled": bool(doc.get("enabled", True)),
+        "scopes": list(doc.get("scopes") or []),
     }
 
 
@@ -116,14 +122,20 @@ class ApiKeys:
         metadata: Optional[dict] = None,
         enabled: bool = True,
         keyHash: Optional[str] = None,
+        scopes: Optional[Sequence[Any]] = None,
     ) -> Tuple[dict, Optional[str]]:
         """
         Store a new key for C{user}, or import one by its C{keyHash}.
 
+        @param scopes: C{webhooks:<url glob>} strings; none (or an empty
+            list) makes a full-access key.
         @return: the stored document and the plaintext key (C{None} when
             imported).
+        @raise bwcd.auth.principal.BadScope: a scope is not valid (before
+            anything is stored).
         @raise bwcd.store.interface.DuplicateKey: C{keyHash} is taken.
         """
+        canonicalScopes = parseScopes(scopes)
         key: Optional[str] = None
         if not keyHash:
             key = generateKey()
@@ -137,8 +149,10 @@ class ApiKeys:
             "created_at": isoformat(utcnow(self._clock)),
             "enabled": bool(enabled),
         }
+        if canonicalScopes:
+            doc["scopes"] = list(canonicalScopes)
         doc = await self._store.insert(APIKEYS, doc)
-        log.info("Created API key {id} for user {user}", id=doc["id"], user=user)
+        log.info("Created API key {id} for user {user} (scopes: {scopes})", id=doc["id"], user=user, scopes=",".join(canonicalScopes) or "none, full access")
         return doc, key
 
     async def list(self, limit: Optional[int] = None, offset: int = 0, user: Optional[str] = None) -> Tuple[list, int]:
@@ -166,7 +180,9 @@ class ApiKeys:
 
     async def update(self, idOrKey: str, changes: Mapping[str, Any]) -> dict:
         """
-        Change C{user}, C{metadata} and/or C{enabled}; fields not given stay.
+        Change C{user}, C{metadata}, C{enabled} and/or C{scopes}; fields not
+        given (or C{scopes: null}) stay.  C{scopes: []} makes the key
+        full-access again.
 
         A C{key_hash} that is absent, empty, masked or equal to the stored one
         is no change (st2 clients send back what they read); anything else is
@@ -174,7 +190,9 @@ class ApiKeys:
 
         @raise ApiKeyNotFound: no such key.
         @raise KeyHashChange: C{changes} tries to change the hash.
+        @raise bwcd.auth.principal.BadScope: a scope is not valid.
         """
+        newScopes = None if changes.get("scopes") is None else parseScopes(changes["scopes"])
         doc = await self.get(idOrKey)
         newHash = changes.get("key_hash")
         if newHash and newHash != MASKED_ATTRIBUTE_VALUE and newHash != doc["key_hash"]:
@@ -186,6 +204,8 @@ class ApiKeys:
             update["metadata"] = dict(changes["metadata"] or {})
         if "enabled" in changes:
             update["enabled"] = bool(changes["enabled"])
+        if newScopes is not None and list(newScopes) != list(doc.get("scopes") or []):
+            update["scopes"] = list(newScopes)
         self._cache.forget(doc["key_hash"])
         if not update:
             return doc

@@ -163,7 +163,8 @@ class Authenticator:
 
     async def authenticate(self, request: Any) -> Principal:
         """
-        Check the request's credential.
+        Check the request's credential.  A scoped API key yields a
+        L{Principal} with its C{scopes} and C{admin=False}.
 
         @raise Unauthenticated: with st2's faultstring, when it is missing
             or not good.
@@ -188,7 +189,10 @@ class Authenticator:
             raise Unauthenticated(MSG_APIKEY_DISABLED) from None
         except UnknownApiKey as e:
             raise Unauthenticated(msgApiKeyUnknown(e.keyHash)) from None
-        return Principal(user=doc["user"], method="apikey", credentialId=doc.get("id"))
+        scopes = tuple(doc.get("scopes") or ())
+        # A scoped key is never an admin (issue 10): it may only send events
+        # to its hooks, which the API's route wrapper enforces.
+        return Principal(user=doc["user"], method="apikey", credentialId=doc.get("id"), admin=not scopes, scopes=scopes)
 
 
 __all__ = [

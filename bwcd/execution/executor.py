@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_executor -*-
 """
 The executor: claims queued executions from the store and runs them through
-its runner, at most C{max_concurrent} at a time.
+the runner of their action's runner type, at most C{max_concurrent} at a
+time, whatever the runner.
 
 The queue is the store itself.  A claim is one conditional update
 (C{requested -> scheduled}), atomic in both backends, so any number of bwcd
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import attrs
 from twisted.application.service import Service
@@ -26,9 +27,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from bwcd.execution.runners.argv import argvToShell, scriptArgv, shellCmdArgv, sudoArgv
-from bwcd.execution.runners.interface import ABANDONED, CANCELED, IRunner, IRunningAction
+from bwcd.execution.runners.interface import ABANDONED, CANCELED, IActionRunner, IRunner, IRunningAction, OutputCallback
 from bwcd.execution.runners.params import splitRunnerAndAction
-from bwcd.execution.runners.types import LOCAL_SHELL_SCRIPT, runnerParameters
+from bwcd.execution.runners.types import LOCAL_SHELL_CMD, LOCAL_SHELL_SCRIPT, runnerParameters
 from bwcd.execution.service import COMPLETED, ExecutionService
 from bwcd.execution.tokens import ChildTokens
 from bwcd.store.interface import IStore
@@ -66,12 +67,14 @@ class Executor(Service):
     running children (their executions end C{abandoned}) and waits for
     their records.
 
-    @param runner: starts the children.
+    @param runner: starts the children of the local runner types.
     @param nodeId: this node's name (a callable, since it is read from the
         state folder once the daemon starts).
     @param resolveScript: finds script actions' entry points.
     @param tokens: issues and revokes each execution's child token, or
         None for no C{ST2_ACTION_AUTH_TOKEN}.
+    @param runners: the runners of other runner types, by runner type name
+        (C{http-request}); the local types run through L{LocalActions}.
     """
 
     def __init__(
@@ -86,16 +89,15 @@ class Executor(Service):
         resolveScript: ScriptResolver,
         tokens: Optional[ChildTokens] = None,
         pollInterval: float = 1.0,
+        runners: Optional[Mapping[str, IActionRunner]] = None,
     ) -> None:
         self._store = store
         self._executions = executions
-        self._runner = runner
+        local = LocalActions(runner, apiURL, resolveScript, tokens)
+        self._runners: Dict[str, IActionRunner] = {LOCAL_SHELL_CMD: local, LOCAL_SHELL_SCRIPT: local, **(runners or {})}
         self._clock = clock
         self._max = maxConcurrent
-        self._apiURL = apiURL.rstrip("/") + "/v1"
         self._nodeId = nodeId
-        self._resolveScript = resolveScript
-        self._tokens = tokens
         self._pollInterval = pollInterval
         self._running: Dict[str, IRunningAction] = {}
         self._active: Dict[str, Deferred] = {}
@@ -217,18 +219,19 @@ class Executor(Service):
             finally:
                 self._claiming -= wanted
             found = [doc for doc in claims if doc is not None]
-            self._executions.noteClaimed(len(found))
+            self._executions.claimed(found)
             for doc in found:
                 self._launch(doc)
             if len(found) < wanted:
                 return
 
     def _claimOne(self) -> Deferred:
+        now = self._executions.now()
         return self._store.update(
             "executions",
             {"status": "requested"},
-            set={"status": "scheduled", "node": self._nodeId()},
-            push={"log": {"status": "scheduled", "timestamp": self._executions.now()}},
+            set={"status": "scheduled", "node": self._nodeId(), "_updated_at": now},
+            push={"log": {"status": "scheduled", "timestamp": now}},
             sort=[("start_timestamp", 1)],
         )
 
@@ -275,21 +278,28 @@ class Executor(Service):
     async def _run(self, doc: dict) -> None:
         execId = doc["id"]
         try:
-            launch = await self._prepare(doc)
+            runner = self._runnerFor(doc["action"]["runner_type"])
+            doc = self._executions.unsealed(doc)
+            launch = await runner.prepare(doc)
         except Exception as e:
             log.failure("Execution {execution_id} could not be prepared", execution_id=execId)
             await self._executions.transition(execId, ["scheduled"], "failed", result={"error": str(e), "traceback": repr(e)})
             return
         try:
-            await self._runPrepared(doc, launch)
+            await self._runPrepared(doc, runner, launch)
         finally:
-            if launch.token is not None and self._tokens is not None:
-                try:
-                    await self._tokens.revoke(launch.token)
-                except Exception:
-                    log.failure("Revoking the child token of execution {execution_id} failed", execution_id=execId)
+            try:
+                await runner.release(launch)
+            except Exception:
+                log.failure("Releasing the resources of execution {execution_id} failed", execution_id=execId)
 
-    async def _runPrepared(self, doc: dict, launch: Launch) -> None:
+    def _runnerFor(self, runnerType: str) -> IActionRunner:
+        runner = self._runners.get(runnerType)
+        if runner is None:
+            raise ValueError(f'Runner "{runnerType}" is not available on this node')
+        return runner
+
+    async def _runPrepared(self, doc: dict, runner: IActionRunner, launch: object) -> None:
         execId = doc["id"]
         action = doc["action"]
         seq = [0]
@@ -304,7 +314,7 @@ class Executor(Service):
                 "timestamp": self._executions.now(),
                 "output_type": stream,
                 "data": data.decode("utf-8", "replace"),
-            })).addErrback(lambda f: log.failure("Storing output of {execution_id} failed", f, execution_id=execId))
+            })).addCallback(self._executions.outputStored).addErrback(lambda f: log.failure("Storing output of {execution_id} failed", f, execution_id=execId))
 
         # The "running" record is written while the child starts rather than
         # before: waiting for it would add a store round trip to every
@@ -317,10 +327,7 @@ class Executor(Service):
             **{"liveaction.runner_info": {"hostname": socket.gethostname(), "pid": os.getpid()}},
         ))
         try:
-            proc = self._runner.start(
-                launch.argv, env=launch.env, cwd=launch.cwd, timeout=launch.timeout, on_output=onOutput,
-                stdin=launch.stdin, sudo_password_used=launch.stdin is not None,
-            )
+            proc = runner.start(doc, launch, onOutput)
         except OSError as e:
             if await markRunning is not None:
                 await self._executions.transition(execId, ["running"], "failed", startTimestamp=doc["start_timestamp"], result={"error": f"Unable to start the action: {e}", "traceback": repr(e)})
@@ -338,6 +345,39 @@ class Executor(Service):
             "Execution {execution_id} of {action} {status} (pid {pid}, exit {return_code})",
             execution_id=execId, action=action["ref"], status=outcome.status, pid=outcome.pid, return_code=outcome.return_code,
         )
+
+
+class LocalActions:
+    """
+    The runner of the local runner types (an L{IActionRunner}): builds the
+    command line and environment of C{local-shell-cmd} and
+    C{local-shell-script} actions, and starts them through a process
+    runner (L{IRunner}).
+
+    @param tokens: issues and revokes each execution's child token, or
+        None for no C{ST2_ACTION_AUTH_TOKEN}.
+    """
+
+    def __init__(
+        self, runner: IRunner, apiURL: str, resolveScript: ScriptResolver, tokens: Optional[ChildTokens] = None
+    ) -> None:
+        self._runner = runner
+        self._apiURL = apiURL.rstrip("/") + "/v1"
+        self._resolveScript = resolveScript
+        self._tokens = tokens
+
+    async def prepare(self, doc: dict) -> Launch:
+        return await self._prepare(doc)
+
+    def start(self, doc: dict, launch: Launch, on_output: OutputCallback) -> IRunningAction:
+        return self._runner.start(
+            launch.argv, env=launch.env, cwd=launch.cwd, timeout=launch.timeout, on_output=on_output,
+            stdin=launch.stdin, sudo_password_used=launch.stdin is not None,
+        )
+
+    async def release(self, launch: Launch) -> None:
+        if launch.token is not None and self._tokens is not None:
+            await self._tokens.revoke(launch.token)
 
     async def _prepare(self, doc: dict) -> Launch:
         action = doc["action"]
@@ -383,4 +423,4 @@ class Executor(Service):
         return Launch(argv, env, runnerPart.get("cwd"), timeout or None, stdin, token)
 
 
-__all__ = ["COMPLETED", "Executor", "Launch", "ScriptResolver"]
+__all__ = ["COMPLETED", "Executor", "Launch", "LocalActions", "ScriptResolver"]

@@ -7,6 +7,12 @@ All status changes go through L{ExecutionService.transition}, a conditional
 update in the store ("set status X where status is one of Y"), so a canceled
 execution can never be overwritten by a late result, and two processes can
 never both move the same execution forward.
+
+Every write of an execution also sets C{_updated_at} (this process's clock,
+ISO-8601 like every stored timestamp; indexed), and every write and every
+stored output chunk is told to the change listeners: the event stream
+(L{bwcd.stream}) pushes this process's changes at once and finds other
+processes' through that field, without a store write of its own.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from bwcd.errors import Invalid, Unavailable
 from bwcd.execution.runners.params import ParameterError, maskSecrets, maskText, mergeSchema, validateParameters
 from bwcd.execution.runners.types import runnerParameters, runnerTypeDict
 from bwcd.store.interface import IStore, newId
-from bwcd.datastore.templating import mentionsDatastore, renderWithDatastore, serviceDecrypt, serviceFetch
-from bwcd.rules.templating import ParameterRenderError, renderParameters
+from bwcd.datastore.crypto import decrypt, encrypt
+from bwcd.execution.parameters import ExecutionRequestError, liveParameters, renderLive
+from bwcd.execution.queue import QueueBound, QueueFull
+from bwcd.execution.sealed import seal, unseal
 from bwcd.timeutil import isoformat, parseIso, utcnow
 
 log = Logger(namespace="bwcd.execution.service")
@@ -32,55 +39,7 @@ COMPLETED = frozenset({"succeeded", "failed", "timeout", "canceled", "abandoned"
 CANCELABLE = frozenset({"requested", "scheduled", "delayed", "running", "pausing", "paused", "resuming"})
 
 
-class QueueFull(Unavailable):
-    """
-    Too many executions are waiting for a runner slot to take more work.
-    """
-
-    def __init__(self, queued: int = 0, maxQueued: int = 0) -> None:
-        super().__init__(
-            f"{queued} executions are waiting to run (runner.max_queued is {maxQueued}); try again shortly.",
-            headers={"Retry-After": "2"},
-        )
-        self.queued = queued
-        self.maxQueued = maxQueued
-
-
-class ExecutionRequestError(Invalid, ValueError):
-    """
-    The request cannot become an execution; the message is the API's 400
-    faultstring.
-    """
-
-    def __str__(self) -> str:
-        return self.faultstring
-
-
-def _hasTemplate(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def liveParameters(schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, Any], context: Mapping[str, Any]) -> Dict[str, Any]:
-    """
-    The parameters an execution records: those given, rendered, plus defaults
-    that are templates (C{core.echo}'s C{cmd}), rendered with the others in
-    scope, as StackStorm does.  Static defaults are left to validation.
-
-    @raise ExecutionRequestError: a template could not be rendered.
-    """
-    toRender = dict(given)
-    for name, spec in schema.items():
-        if name not in toRender and spec and _hasTemplate(spec.get("default")):
-            toRender[name] = spec["default"]
-    if not any(_hasTemplate(v) or isinstance(v, (dict, list)) for v in toRender.values()):
-        return toRender
-    try:
-        return renderParameters(toRender, dict(context))
-    except ParameterRenderError as e:
-        raise ExecutionRequestError(str(e))
-
-
-class ExecutionService:
+class ExecutionService(QueueBound):
     """
     Creates executions, moves them through their statuses and tells
     listeners when one is queued (so the executor of this process claims it
@@ -106,43 +65,20 @@ class ExecutionService:
         self._publicURL = publicURL.rstrip("/")
         self._webui = (webuiBaseURL or publicURL).rstrip("/")
         self._listeners: List[Callable[[dict], Any]] = []
+        self._changeListeners: List[Callable[[str, dict], Any]] = []
         self._queueListeners: List[Callable[[], Any]] = []
         self._waiters: Dict[str, List[Deferred]] = {}
         self.maxQueued = maxQueued
-        self._queuedCounted = 0
         self._runnerDocs: Dict[str, Dict[str, Any]] = {}
-        self._queuedDelta = 0
 
-    # -- the bound on waiting executions ---------------------------------
-
-    @property
-    def queued(self) -> int:
+    def claimed(self, docs: List[dict]) -> None:
         """
-        How many executions wait for a slot: the store's count at the last
-        refresh, corrected by what this process queued and claimed since.
+        The executor of this process claimed C{docs} (now C{scheduled}):
+        count them off the queue and tell the change listeners.
         """
-        return max(self._queuedCounted + self._queuedDelta, 0)
-
-    def checkCapacity(self) -> None:
-        """
-        @raise QueueFull: the queue of waiting executions is at its bound.
-        """
-        if self.queued >= self.maxQueued:
-            raise QueueFull(self.queued, self.maxQueued)
-
-    def noteClaimed(self, count: int) -> None:
-        self._queuedDelta -= count
-
-    async def refreshQueued(self) -> int:
-        """
-        Count waiting executions in the store (they may come from other
-        processes sharing it).
-        """
-        delta = self._queuedDelta
-        counted = await self._store.count("executions", {"status": "requested"})
-        self._queuedCounted = counted
-        self._queuedDelta -= delta
-        return counted
+        self.noteClaimed(len(docs))
+        for doc in docs:
+            self._changed("update", doc)
 
     # -- queries ---------------------------------------------------------
 
@@ -231,6 +167,7 @@ class ExecutionService:
             "context": ctx,
             "web_url": f"{self._webui}/#/history/{execId}/general",
             "node": None,
+            "_updated_at": now,
         }
         if embed:
             # the document is serialised by the store; nothing mutates these
@@ -245,7 +182,7 @@ class ExecutionService:
             schema = self.schemaFor(action)
             scope = dict(renderContext or {})
             scope["action_context"] = ctx
-            live = await self._render(schema, given, scope, ctx["user"])
+            live = await renderLive(schema, given, scope, ctx["user"], self._keys)
             # Immutability and types are checked on what the caller gave;
             # rendered template defaults (core.echo's cmd) are added after.
             full = validateParameters(schema, {k: live[k] for k in given})
@@ -258,9 +195,14 @@ class ExecutionService:
         # Secrets are masked whether or not the request was valid: a failed
         # execution is stored and shown as well.
         doc["parameters"] = maskSecrets(schema, live)
-        doc["_given"] = given
+        # what re-run repeats: the given values as rendered (a rule's
+        # templates need the trigger they were rendered with)
+        doc["_given"] = {k: live.get(k, v) for k, v in given.items()}
         if error is None:
             doc["_parameters"] = full
+        encrypt = self._encrypt()
+        if encrypt is not None:
+            seal(doc, schema, encrypt)
         doc["liveaction"]["parameters"] = doc["parameters"]
         if error is not None:
             if not failOnError:
@@ -271,6 +213,7 @@ class ExecutionService:
             doc["elapsed_seconds"] = 0.0
             doc["log"].append({"status": "failed", "timestamp": now})
             await self._store.insert("executions", doc)
+            self._changed("create", doc)
             self._completed(doc)
             return doc
         if delay:
@@ -279,26 +222,12 @@ class ExecutionService:
             doc["_run_at"] = isoformat(utcnow(self._clock) + timedelta(milliseconds=delay))
             doc["log"].append({"status": "delayed", "timestamp": now})
         await self._store.insert("executions", doc)
+        self._changed("create", doc)
         if "rule" not in ctx:  # the rules engine logs the executions it starts
             log.info("Execution {execution_id} of {action} requested by {user}", execution_id=execId, action=actionRef, user=ctx["user"])
         if not delay:
             self._queued(1)
         return doc
-
-    async def _render(self, schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, Any], scope: Dict[str, Any], user: str) -> Dict[str, Any]:
-        """
-        L{liveParameters}, with the datastore values the templates read
-        fetched first (Jinja renders synchronously; the store is not).
-        """
-        sources = [given, [spec.get("default") for spec in schema.values() if spec]]
-        if self._keys is None or not mentionsDatastore(sources):
-            return liveParameters(schema, given, scope)
-        return await renderWithDatastore(
-            lambda st2kv: liveParameters(schema, given, dict(scope, st2kv=st2kv)),
-            serviceFetch(self._keys, user),
-            sources,
-            serviceDecrypt(self._keys),
-        )
 
     async def settleOrphan(self, doc: Mapping[str, Any], error: str) -> Optional[dict]:
         """
@@ -310,9 +239,11 @@ class ExecutionService:
         if doc["status"] == "running":
             return await self.transition(doc["id"], ["running"], "abandoned", startTimestamp=doc["start_timestamp"], result={"error": error})
         requeued = await self._store.update(
-            "executions", {"id": doc["id"], "status": "scheduled", "node": doc.get("node")}, set={"status": "requested", "node": None}
+            "executions", {"id": doc["id"], "status": "scheduled", "node": doc.get("node")},
+            set={"status": "requested", "node": None, "_updated_at": self.now()},
         )
         if requeued is not None:
+            self._changed("update", requeued)
             self._queued(1)
         return requeued
 
@@ -322,13 +253,36 @@ class ExecutionService:
         """
         now = self.now()
         released = 0
-        while await self._store.update("executions", {"status": "delayed", "_run_at": {"$lte": now}}, set={"status": "requested"}) is not None:
+        while True:
+            doc = await self._store.update("executions", {"status": "delayed", "_run_at": {"$lte": now}}, set={"status": "requested", "_updated_at": self.now()})
+            if doc is None:
+                break
+            self._changed("update", doc)
             released += 1
         if released:
             self._queued(released)
         return released
 
+    def _encrypt(self) -> Optional[Callable[[str], str]]:
+        key = getattr(self._keys, "cryptoKey", None)
+        return None if key is None else (lambda text: encrypt(key, text))
+
+    def _decrypt(self) -> Optional[Callable[[str], str]]:
+        key = getattr(self._keys, "cryptoKey", None)
+        return None if key is None else (lambda text: decrypt(key, text))
+
+    def unsealed(self, doc: Mapping[str, Any]) -> Dict[str, Any]:
+        """
+        The execution with its secret parameters decrypted, for the runner
+        (L{bwcd.execution.sealed}); never stored or shown.
+        """
+        return unseal(doc, self._decrypt())
+
     async def reRun(self, original: dict, parameters: Mapping[str, Any], user: str) -> dict:
+        try:
+            original = self.unsealed(original)
+        except ValueError as e:
+            raise ExecutionRequestError(str(e))
         merged = dict(original.get("_given", original.get("parameters") or {}))
         merged.update(parameters or {})
         ctx = {k: v for k, v in (original.get("context") or {}).items() if k in ("pack", "trace_context")}
@@ -351,6 +305,7 @@ class ExecutionService:
         now = self.now()
         changes: Dict[str, Any] = {"status": status}
         changes.update(fields)
+        changes["_updated_at"] = now
         if status in COMPLETED:
             if startTimestamp is None:
                 doc = await self._store.get("executions", execId)
@@ -366,8 +321,10 @@ class ExecutionService:
             set=changes,
             push={"log": {"status": status, "timestamp": now}},
         )
-        if updated is not None and status in COMPLETED:
-            self._completed(updated)
+        if updated is not None:
+            self._changed("update", updated)
+            if status in COMPLETED:
+                self._completed(updated)
         return updated
 
     async def cancel(self, execution: dict, user: str) -> dict:
@@ -402,6 +359,35 @@ class ExecutionService:
                 fn()
             except Exception:
                 log.failure("Queue listener {fn!r} failed", fn=fn)
+
+    def addChangeListener(self, fn: Callable[[str, dict], Any]) -> None:
+        """
+        Call C{fn(change, doc)} after every write this process makes:
+        C{("create", execution)}, C{("update", execution)} (the stored
+        document, internal fields included) and C{("output", row)} for each
+        stored output chunk.
+        """
+        self._changeListeners.append(fn)
+
+    def removeChangeListener(self, fn: Callable[[str, dict], Any]) -> None:
+        if fn in self._changeListeners:
+            self._changeListeners.remove(fn)
+
+    def _changed(self, change: str, doc: dict) -> None:
+        for fn in self._changeListeners:
+            try:
+                fn(change, doc)
+            except Exception:
+                log.failure("Change listener {fn!r} failed", fn=fn)
+
+    def outputStored(self, row: dict) -> dict:
+        """
+        The executor stored an output chunk (C{execution_output} row, with
+        its id): tell the change listeners; returns C{row}, so that it can
+        be a callback.
+        """
+        self._changed("output", row)
+        return row
 
     def addCompletionListener(self, fn: Callable[[dict], Any]) -> None:
         self._listeners.append(fn)
@@ -445,3 +431,14 @@ def publicDocument(doc: Mapping[str, Any]) -> dict:
     falsy top-level fields dropped, as st2's C{from_model} does.
     """
     return {k: v for k, v in doc.items() if not k.startswith("_") and k != "node" and (v or v == 0 or k == "parameters")}
+
+
+__all__ = [
+    "CANCELABLE",
+    "COMPLETED",
+    "ExecutionRequestError",
+    "ExecutionService",
+    "QueueFull",
+    "liveParameters",
+    "publicDocument",
+]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from attrs import frozen
 
@@ -45,6 +45,8 @@ __all__ = [
     "compileCriteria",
     "renderPattern",
     "evaluate",
+    "CriterionVerdict",
+    "checkEach",
 ]
 
 # render(templateSource, context) -> rendered text
@@ -257,7 +259,7 @@ class _LazyNow:
 
 
 class _Evaluation:
-    __slots__ = ("ruleRef", "instanceId", "render", "now", "extra", "failure")
+    __slots__ = ("ruleRef", "instanceId", "render", "now", "extra", "failure", "cause")
 
     def __init__(self, ruleRef: str, instanceId: str, render: RenderFunction, now: Now,
                  extra: Optional[Mapping[str, Any]]) -> None:
@@ -267,15 +269,20 @@ class _Evaluation:
         self.now = _LazyNow(now)
         self.extra = extra
         self.failure: Optional[str] = None
+        self.cause: Optional[str] = None
 
     def fail(self, reason: str, error: BaseException) -> None:
         # The first error explains the outcome; st2 writes one failed
         # enforcement per error, but a criterion stops at its first.
         if self.failure is None:
+            self.cause = "%s: %s" % (reason, error)
             self.failure = 'Failed to match rule "%s" against trigger instance "%s": %s: %s' % (
                 self.ruleRef, self.instanceId, reason, error)
 
-    def check(self, criterion: CompiledCriterion, context: Mapping[str, Any]) -> bool:
+    def check(self, criterion: CompiledCriterion, context: Mapping[str, Any],
+              seen: Optional[Dict[str, Any]] = None) -> bool:
+        # seen (explanations only): receives the rendered pattern and the
+        # value found, as far as the check got.
         if criterion.kind == _NO_TYPE:
             return False
         pattern = criterion.pattern
@@ -286,11 +293,15 @@ class _Evaluation:
                 self.fail('Failed to render pattern value "%s" for key "%s"'
                           % (criterion.pattern, criterion.key), e)
                 return False
+        if seen is not None:
+            seen["pattern"] = pattern
         try:
             value = criterion.getter(context)
         except Exception as e:
             self.fail("Failed transforming criteria key %s" % (criterion.key,), e)
             return False
+        if seen is not None:
+            seen["value"] = value
         try:
             kind = criterion.kind
             if kind == _PLAIN:
@@ -352,3 +363,58 @@ def evaluate(rule_ref: str, instance_id: str,
                 return NOT_MATCHED
             return MatchResult(False, evaluation.failure)
     return MATCHED
+
+
+
+@frozen
+class CriterionVerdict:
+    """
+    One criterion checked on its own, for explaining a match to a person.
+
+    @ivar pattern: the pattern as written.
+    @ivar rendered: the pattern as the operator saw it (rendered when it is
+        a template); C{None} when rendering failed.
+    @ivar value: what the key found in the payload (C{None} when nothing,
+        or when the check stopped before the lookup).
+    @ivar reached: how far the check got: C{"start"} (no operator),
+        C{"pattern"} (the pattern was rendered) or C{"value"} (the key was
+        looked up too).
+    @ivar error: the reason and exception, when an error decided the
+        verdict.
+    """
+
+    key: str
+    operator: Any
+    pattern: Any
+    condition: Any
+    rendered: Any
+    value: Any
+    reached: str
+    matched: bool
+    error: Optional[str] = None
+
+
+def checkEach(rule_ref: str, instance_id: str,
+              criteria: Union[Mapping[str, Any], CompiledCriteria], payload: Any,
+              render: Optional[RenderFunction] = None, now: Now = None, *,
+              context: Optional[Mapping[str, Any]] = None) -> Tuple[CriterionVerdict, ...]:
+    """
+    Check every criterion on its own, none skipped, with the same steps as
+    L{evaluate} (which stops at the first one that does not hold): what a
+    person needs to see why a rule did or did not match.  The rule matches
+    when L{evaluate} says so; with a non-empty payload that is when every
+    verdict here holds.
+    """
+    compiled = criteria if isinstance(criteria, CompiledCriteria) else compileCriteria(criteria)
+    lookupContext = dict(context or {})
+    lookupContext["trigger"] = payload
+    verdicts = []
+    for criterion in compiled.criteria:
+        evaluation = _Evaluation(rule_ref, instance_id, render or renderTemplate, now, context)
+        seen: Dict[str, Any] = {}
+        matched = evaluation.check(criterion, lookupContext, seen)
+        reached = "value" if "value" in seen else "pattern" if "pattern" in seen else "start"
+        verdicts.append(CriterionVerdict(
+            criterion.key, criterion.operator, criterion.pattern, criterion.condition,
+            seen.get("pattern"), seen.get("value"), reached, matched, evaluation.cause))
+    return tuple(verdicts)

@@ -230,8 +230,12 @@ class Enforcer:
         enforcements: List[Dict[str, Any]] = []
         executions: List[Dict[str, Any]] = []
         for rule, reason in match.failed:
-            log.info("Rule {rule} failed to match trigger instance {id}: {reason}", rule=rule.ref, id=instance["id"], reason=reason)
-            enforcements.append(await self._writeEnforcement(rule, claimed, None, reason))
+            enforcement = await self._writeEnforcement(rule, claimed, None, reason)
+            # the reason may quote the payload (an operator's error on a
+            # value): it is in the enforcement, not in the log
+            log.info("Rule {rule} failed to match trigger instance {id}: an error stopped the match; see rule enforcement {enforcement}",
+                     rule=rule.ref, id=instance["id"], enforcement=(enforcement or {}).get("id"))
+            enforcements.append(enforcement)
         for rule in match.matched:
             enforcement, execution = await self._enforce(rule, claimed)
             enforcements.append(enforcement)
@@ -271,9 +275,12 @@ class Enforcer:
                 execution=execution["id"],
                 action=actionRef,
             )
-        else:
-            log.info("Rule {rule} matched trigger instance {instance} but failed: {reason}", rule=rule.ref, instance=instance["id"], reason=failure)
         enforcement = await self._writeEnforcement(rule, instance, execution["id"] if execution else None, failure)
+        if execution is None:
+            # the reason may quote rendered parameters: it is in the
+            # enforcement, not in the log
+            log.info("Rule {rule} matched trigger instance {instance} but failed; see rule enforcement {enforcement}",
+                     rule=rule.ref, instance=instance["id"], enforcement=(enforcement or {}).get("id"))
         return enforcement, execution
 
     async def _startExecution(self, rule: IndexedRule, ruleDoc: Dict[str, Any], instance: Dict[str, Any], execId: str) -> Dict[str, Any]:

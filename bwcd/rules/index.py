@@ -26,7 +26,7 @@ Keeping it current:
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import attrs
 from twisted.application.service import Service
@@ -177,6 +177,7 @@ class RuleIndex(Service):
         self._seenMarker: Optional[str] = None
         self._loop: Optional[LoopingCall] = None
         self._loopDone: Optional[Deferred] = None
+        self._listeners: List[Callable[[], None]] = []
         self.loaded = False
 
     # -- reads (per event; no I/O) ------------------------------------------
@@ -209,6 +210,29 @@ class RuleIndex(Service):
 
     def ruleCount(self) -> int:
         return len(self._snapshot.rules)
+
+    def allTriggers(self) -> List[Dict[str, Any]]:
+        """
+        Every trigger (the timer service picks its timers from them).
+        """
+        return list(self._snapshot.triggers.values())
+
+    # -- change listeners ------------------------------------------------------
+
+    def addChangeListener(self, listener: Callable[[], None]) -> None:
+        """
+        Call C{listener} (no arguments, synchronously) after every reload
+        and local change, so a view derived from the index (the timers)
+        follows it.  It must not change the index.
+        """
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                log.failure("Rule index change listener {listener} failed", listener=listener)
 
     # -- loading -------------------------------------------------------------
 
@@ -252,6 +276,7 @@ class RuleIndex(Service):
         finally:
             self._lock.release()
         log.debug("Rule index loaded: {rules} rules, {hooks} webhooks", rules=len(snapshot.rules), hooks=len(snapshot.hooks))
+        self._changed()
 
     async def poll(self) -> bool:
         """
@@ -334,11 +359,13 @@ class RuleIndex(Service):
             refs.add((previous.get("trigger") or {}).get("ref"))
         for ref in refs:
             snapshot.rebuildTrigger(ref)
+        self._changed()
 
     def removeRule(self, doc: Mapping[str, Any]) -> None:
         snapshot = self._snapshot
         old = snapshot.dropRule(doc["id"])
         snapshot.rebuildTrigger(old.triggerRef if old is not None else (doc.get("trigger") or {}).get("ref"))
+        self._changed()
 
     def putTrigger(self, doc: Dict[str, Any]) -> None:
         snapshot = self._snapshot
@@ -348,6 +375,7 @@ class RuleIndex(Service):
             url = webhookUrl(trigger) if trigger else None
             if url is not None:
                 snapshot.rebuildHook(url)
+        self._changed()
 
     def removeTrigger(self, ref: str) -> None:
         snapshot = self._snapshot
@@ -355,6 +383,7 @@ class RuleIndex(Service):
         url = webhookUrl(old) if old else None
         if url is not None:
             snapshot.rebuildHook(url)
+        self._changed()
 
     def putTriggerType(self, doc: Dict[str, Any]) -> None:
         self._snapshot.triggerTypes[doc["ref"]] = doc

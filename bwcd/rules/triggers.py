@@ -35,6 +35,11 @@ from bwcd.store.interface import DuplicateKey, IStore, newId
 
 WEBHOOK_TYPE = "core.st2.webhook"
 ACTION_TRIGGER_TYPE = "core.st2.generic.actiontrigger"
+INTERVAL_TIMER_TYPE = "core.st2.IntervalTimer"
+DATE_TIMER_TYPE = "core.st2.DateTimer"
+CRON_TIMER_TYPE = "core.st2.CronTimer"
+#: the timer trigger types (scheduled by L{bwcd.rules.timers})
+TIMER_TYPES = frozenset({INTERVAL_TIMER_TYPE, DATE_TIMER_TYPE, CRON_TIMER_TYPE})
 #: the hook that dispatches any trigger by name (body {trigger, payload})
 GENERIC_HOOK = "st2"
 
@@ -44,6 +49,52 @@ _TRIGGER_NAMESPACE = uuid.UUID("6f0b7c52-2a43-4d8e-9d1c-0b5d2f6c1e7a")
 
 def _obj(*names: str) -> Dict[str, Any]:
     return {"type": "object", "properties": {name: {} for name in names}}
+
+
+def _cronField(minimum: Optional[int] = None, maximum: Optional[int] = None) -> Dict[str, Any]:
+    field: Dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+    if minimum is not None:
+        field.update(minimum=minimum, maximum=maximum)
+    return field
+
+
+# StackStorm's timer schemas (st2common/constants/triggers.py), as they are.
+_TIMER_PAYLOAD_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "executed_at": {"type": "string", "format": "date-time", "default": "2014-07-30 05:04:24.578325"},
+        "schedule": {"type": "object", "default": {"delta": 30, "units": "seconds"}},
+    },
+}
+_INTERVAL_PARAMETERS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "timezone": {"type": "string"},
+        "unit": {"enum": ["weeks", "days", "hours", "minutes", "seconds"], "required": True},
+        "delta": {"type": "integer", "required": True},
+    },
+    "additionalProperties": False,
+}
+_DATE_PARAMETERS_SCHEMA = {
+    "type": "object",
+    "properties": {"timezone": {"type": "string"}, "date": {"type": "string", "format": "date-time", "required": True}},
+    "additionalProperties": False,
+}
+_CRON_PARAMETERS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "timezone": {"type": "string"},
+        "year": _cronField(),
+        "month": _cronField(1, 12),
+        "day": _cronField(1, 31),
+        "week": _cronField(1, 53),
+        "day_of_week": _cronField(0, 6),
+        "hour": _cronField(0, 23),
+        "minute": _cronField(0, 59),
+        "second": _cronField(0, 59),
+    },
+    "additionalProperties": False,
+}
 
 
 def triggerTypeDocument(
@@ -133,6 +184,27 @@ SYSTEM_TRIGGER_TYPES: Tuple[Dict[str, Any], ...] = (
         payload_schema={"type": "object", "properties": {"old_object": {}, "new_object": {}}},
     ),
     triggerTypeDocument("core", "st2.key_value_pair.delete", "Trigger encapsulating datastore item deletion.", payload_schema={"type": "object", "properties": {"object": {}}}),
+    triggerTypeDocument(
+        "core",
+        "st2.IntervalTimer",
+        "Triggers on specified intervals. e.g. every 30s, 1week etc.",
+        payload_schema=_TIMER_PAYLOAD_SCHEMA,
+        parameters_schema=_INTERVAL_PARAMETERS_SCHEMA,
+    ),
+    triggerTypeDocument(
+        "core",
+        "st2.DateTimer",
+        "Triggers exactly once when the current time matches the specified time. e.g. timezone:UTC date:2014-12-31 23:59:59.",
+        payload_schema=_TIMER_PAYLOAD_SCHEMA,
+        parameters_schema=_DATE_PARAMETERS_SCHEMA,
+    ),
+    triggerTypeDocument(
+        "core",
+        "st2.CronTimer",
+        "Triggers whenever current time matches the specified time constaints like a UNIX cron scheduler.",
+        payload_schema=_TIMER_PAYLOAD_SCHEMA,
+        parameters_schema=_CRON_PARAMETERS_SCHEMA,
+    ),
 )
 
 SYSTEM_TRIGGER_TYPE_REFS = frozenset(t["ref"] for t in SYSTEM_TRIGGER_TYPES)
@@ -263,6 +335,14 @@ def validateTriggerParameters(triggerType: Mapping[str, Any], parameters: Mappin
     message = schemaError(triggerType.get("parameters_schema") or {}, dict(parameters))
     if message is not None:
         raise TriggerError(message)
+    if triggerType.get("ref") == CRON_TIMER_TYPE:
+        # As StackStorm: the schema lets any string through, APScheduler
+        # decides.  (Imported here: the timers module imports this one.)
+        from bwcd.rules.timers import cronError
+
+        message = cronError(parameters)
+        if message is not None:
+            raise TriggerError(message)
 
 
 def payloadError(triggerRef: str, triggerType: Optional[Mapping[str, Any]], payload: Any) -> Optional[str]:
@@ -386,6 +466,10 @@ __all__ = [
     "GENERIC_HOOK",
     "SYSTEM_TRIGGER_TYPES",
     "SYSTEM_TRIGGER_TYPE_REFS",
+    "CRON_TIMER_TYPE",
+    "DATE_TIMER_TYPE",
+    "INTERVAL_TIMER_TYPE",
+    "TIMER_TYPES",
     "TriggerError",
     "WEBHOOK_TYPE",
     "ensureSystemTriggerTypes",

@@ -83,10 +83,12 @@ COLLECTIONS: Mapping[str, CollectionSchema] = _declare(
             ("liveaction.id",),
             ("context.rule.name",),
             ("context.trigger_instance.id",),
+            # the event stream's poll for other processes' changes
+            ("_updated_at",),
         ),
         retired=(("action.ref",), ("rule.name",)),
     ),
-    CollectionSchema("execution_output", indexes=(("execution_id",),)),
+    CollectionSchema("execution_output", indexes=(("execution_id",), ("timestamp",))),
     CollectionSchema("apikeys", indexes=(("user",),), unique=(("key_hash",),)),
     CollectionSchema("tokens", indexes=(("expiry",),), unique=(("token_hash",),)),
     CollectionSchema("users", unique=(("name",),)),
@@ -123,6 +125,10 @@ COLLECTIONS: Mapping[str, CollectionSchema] = _declare(
     ),
     CollectionSchema("kv", unique=(("name",),)),
     CollectionSchema("keys", indexes=(("live_until",),), unique=(("scope", "name"),)),
+    # webhook policies by hook url, and deliveries already received (the
+    # unique (hook, delivery_id) is what deduplicates across processes)
+    CollectionSchema("webhookpolicies", unique=(("url",),)),
+    CollectionSchema("webhookdeliveries", indexes=(("expires_at",),), unique=(("hook", "delivery_id"),)),
 )
 
 

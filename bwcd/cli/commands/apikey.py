@@ -3,7 +3,8 @@
 C{apikey create|list|get|enable|disable|delete}.
 
 The plaintext key exists only in the create answer, so C{create -k} prints
-just that key for scripts.
+just that key for scripts.  C{list} shows each key's scopes (empty for a
+full-access key); C{create -s webhooks:GLOB} makes a scoped one.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from bwcd.cli.commands.common import (
 )
 from bwcd.cli.errors import CLIError
 
-LIST_ATTRIBUTES = ["id", "user", "metadata"]
-APIKEYS = Resource("/apikeys", "API Key", "API key", ("id", "user", "metadata"))
+LIST_ATTRIBUTES = ["id", "user", "metadata", "scopes"]
+APIKEYS = Resource("/apikeys", "API Key", "API key", ("id", "user", "metadata", "scopes"))
 
 
 async def apikeyList(session, args) -> int:
@@ -59,6 +60,8 @@ async def apikeyCreate(session, args) -> int:
         data["user"] = args.user
     if args.metadata:
         data["metadata"] = _metadata(args.metadata)
+    if args.scopes:
+        data["scopes"] = list(args.scopes)
     with failureReported(session):
         doc = await createResource(session, APIKEYS, data)
     if args.only_key:
@@ -104,6 +107,15 @@ def register(subparsers) -> None:
     parser = addCommand(branch, "create", "Create a new API key.", apikeyCreate)
     parser.add_argument("-u", "--user", type=str, default="", help="User for which to create API Keys.")
     parser.add_argument("-m", "--metadata", type=str, default=None, help="Optional metadata (JSON) to associate with the API Keys.")
+    parser.add_argument(
+        "-s",
+        "--scope",
+        action="append",
+        dest="scopes",
+        default=None,
+        metavar="webhooks:GLOB",
+        help="Limit the key to sending events to the hooks matching GLOB (repeatable), e.g. webhooks:alerts/*.",
+    )
     parser.add_argument("-k", "--only-key", action="store_true", dest="only_key", default=False, help="Only print API Key to the console on creation.")
 
     for name, help, handler in (

@@ -1,6 +1,15 @@
 # -*- test-case-name: tests.test_cli_commands -*-
 """
 C{execution list|get|cancel|re-run|tail}.
+
+C{tail} follows the event stream as st2's CLI does: C{GET <stream
+url>/stream?end_event=st2.execution__update&end_execution_id=<id>&events=
+st2.execution__update,st2.execution.output__create} (credentials in the
+query), printing output chunks as they arrive and ending on the completing
+update.  Unlike st2 it first prints what the execution wrote before the
+stream opened (C{GET /executions/<id>/output}, read once the stream is
+open, so nothing falls between the two), and it falls back to polling the
+output when the stream listener cannot be reached.
 """
 
 from __future__ import annotations
@@ -101,7 +110,17 @@ async def executionReRun(session, args) -> int:
 
 async def executionTail(session, args) -> int:
     execution = await findResource(session, EXECUTIONS, args.id)
-    await tailExecution(session, str(execution.get("id", args.id)), args.output_type)
+    executionId = str(execution.get("id", args.id))
+    if execution.get("status") not in fmt.COMPLETED_STATES:
+        # imported here: building the parser (-h) must not import Twisted
+        from bwcd.cli.streamtail import StreamUnavailable, streamTail
+
+        try:
+            await streamTail(session, executionId, args.output_type)
+            return 0
+        except StreamUnavailable as e:
+            session.warn(f"Warning: cannot open the event stream ({e}); polling the output instead.")
+    await tailExecution(session, executionId, args.output_type)
     return 0
 
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_cli_commands -*-
 """
-C{trigger-instance list|get|re-emit}.
+C{trigger-instance list|get|re-emit|explain}.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from bwcd.cli.commands.common import (
     fetchList,
     notFound,
     printPage,
+    printDocument,
     printProperties,
     showResource,
     structured,
     timestampTransform,
 )
+from bwcd.cli.commands.rule import explain, formatExplanation
 from bwcd.cli.session import decodeJSON
 
 LIST_ATTRIBUTES = ["id", "trigger", "occurrence_time", "status"]
@@ -53,6 +55,15 @@ async def triggerInstanceReEmit(session, args) -> int:
     return 0
 
 
+async def triggerInstanceExplain(session, args) -> int:
+    """
+    Why each rule of the instance's trigger did or did not fire.
+    """
+    doc = await explain(session, {"trigger_instance": args.id})
+    printDocument(session, args, doc, None, lambda: formatExplanation(doc))
+    return 0
+
+
 def register(subparsers) -> None:
     branch = addBranch(subparsers, "trigger-instance", "Trigger instances")
     parser = addCommand(branch, "list", "Get the list of the 50 most recent trigger instances.", triggerInstanceList)
@@ -67,3 +78,6 @@ def register(subparsers) -> None:
 
     parser = addCommand(branch, "re-emit", "Re-emit a particular trigger instance.", triggerInstanceReEmit)
     parser.add_argument("id", help="ID of trigger instance to re-emit.")
+
+    parser = addCommand(branch, "explain", "Explain why each rule of the trigger did or did not fire for a trigger instance.", triggerInstanceExplain)
+    parser.add_argument("id", help="ID of the trigger instance.")

@@ -1,13 +1,14 @@
 # -*- test-case-name: tests.test_runner_params -*-
 """
-The two runner types bwcd provides, as the documents StackStorm serves from
+The runner types bwcd provides, as the documents StackStorm serves from
 C{/v1/runnertypes}.
 
 They are data, not code, because clients (the CLI's C{st2 run} help, the web
 UI's parameter forms) read C{runner_parameters} to learn which parameters an
 action takes, and because L{bwcd.execution.runners.params.mergeSchema} merges them with
 the action's own parameters to build the validation schema.  Names, types and
-defaults are exactly those of st2's C{local_runner/runner.yaml}.
+defaults are exactly those of st2's C{local_runner/runner.yaml} and
+C{http_runner/runner.yaml}.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Dict, List
 
 LOCAL_SHELL_CMD = "local-shell-cmd"
 LOCAL_SHELL_SCRIPT = "local-shell-script"
+HTTP_REQUEST = "http-request"
 
 _DESCRIPTION = "A runner to execute local actions as a fixed user."
 
@@ -74,6 +76,88 @@ _SCRIPT_ONLY_PARAMETERS: Dict[str, Dict[str, Any]] = {
     },
 }
 
+_HTTP_PARAMETERS: Dict[str, Dict[str, Any]] = {
+    "allow_redirects": {
+        "default": False,
+        "description": "Set to True if POST/PUT/DELETE redirect following is allowed.",
+        "type": "boolean",
+    },
+    "cookies": {
+        "description": "Optional cookies to send with the request.",
+        "type": "object",
+    },
+    "headers": {
+        "description": "HTTP headers for the request.",
+        "type": "object",
+    },
+    "http_proxy": {
+        "description": "URL of HTTP proxy to use (e.g. http://10.10.1.10:3128).",
+        "type": "string",
+    },
+    "https_proxy": {
+        "description": "URL of HTTPS proxy to use (e.g. http://10.10.1.10:3128).",
+        "type": "string",
+    },
+    "password": {
+        "description": "Password required by basic authentication.",
+        "type": "string",
+        "secret": True,
+    },
+    "url": {
+        "description": "URL to the HTTP endpoint.",
+        "required": True,
+        "type": "string",
+    },
+    "username": {
+        "description": "Username required by basic authentication.",
+        "type": "string",
+    },
+    "verify_ssl_cert": {
+        "default": True,
+        "description": "Certificate for HTTPS request is verified by default using requests "
+        "CA bundle which comes from Mozilla. Verification using a custom CA bundle "
+        "is not yet supported. Set to False to skip verification.",
+        "type": "boolean",
+    },
+    "url_hosts_blacklist": {
+        "description": "Optional list of hosts (network locations) to blacklist (e.g. example.com, "
+        "127.0.0.1, ::1, etc.). If action will try to access that endpoint, an exception will be "
+        "thrown and action will be marked as failed.",
+        "required": False,
+        "type": "array",
+        "items": {"type": "string"},
+    },
+    "url_hosts_whitelist": {
+        "description": "Optional list of hosts (network locations) to whitelist (e.g. example.com, "
+        "127.0.0.1, ::1, etc.). If specified, actions will only be able to hit hosts on this "
+        "whitelist.",
+        "required": False,
+        "type": "array",
+        "items": {"type": "string"},
+    },
+}
+
+_HTTP_OUTPUT_SCHEMA: Dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status_code": {"type": "integer"},
+        "body": {
+            "anyOf": [
+                {"type": "object"},
+                {"type": "string"},
+                {"type": "integer"},
+                {"type": "number"},
+                {"type": "boolean"},
+                {"type": "array"},
+                {"type": "null"},
+            ]
+        },
+        "parsed": {"type": "boolean"},
+        "headers": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
 RUNNER_TYPES: Dict[str, Dict[str, Any]] = {
     LOCAL_SHELL_CMD: {
         "name": LOCAL_SHELL_CMD,
@@ -90,6 +174,16 @@ RUNNER_TYPES: Dict[str, Dict[str, Any]] = {
         "runner_package": "local_runner",
         "runner_module": "local_shell_script_runner",
         "runner_parameters": {**_COMMON_PARAMETERS, **_SCRIPT_ONLY_PARAMETERS},
+    },
+    HTTP_REQUEST: {
+        "name": HTTP_REQUEST,
+        "description": "HTTP client for running HTTP actions.",
+        "enabled": True,
+        "runner_package": "http_runner",
+        "runner_module": "http_runner",
+        "runner_parameters": _HTTP_PARAMETERS,
+        "output_key": "body",
+        "output_schema": _HTTP_OUTPUT_SCHEMA,
     },
 }
 
