@@ -9,7 +9,6 @@ import treq
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bwcd.api.framework import Api, ApiError, Principal, Reply
@@ -45,11 +44,17 @@ class EdgeTests(TestCase):
 
         self.gate = Deferred()
         self.finished = []
+        self.started: Deferred = Deferred()
+        self.gone: Deferred = Deferred()
+        self.done: Deferred = Deferred()
 
         @api.route("/v1/slow", ["POST"], auth=False)
         async def slow(request, principal):
+            request.notifyFinish().addBoth(lambda _: self.gone.callback(None))
+            self.started.callback(None)
             await self.gate
             self.finished.append(True)
+            self.done.callback(None)
             return {}
 
         port = reactor.listenTCP(0, BwcdSite(api.resource(), 100, allowOrigins=["https://ui.example.org"]), interface="127.0.0.1")
@@ -104,12 +109,12 @@ class EdgeTests(TestCase):
         port = int(self.url.rsplit(":", 1)[1])
         client = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", port)
         client.transport.write(b"POST /v1/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        await deferLater(reactor, 0.2, lambda: None)
+        await self.started
         client.transport.loseConnection()
-        await deferLater(reactor, 0.2, lambda: None)
+        await self.gone  # the server has seen the client go (Klein cancels here)
         self.assertEqual(self.finished, [])
         self.gate.callback(None)
-        await deferLater(reactor, 0.1, lambda: None)
+        await self.done
         self.assertEqual(self.finished, [True])
 
 

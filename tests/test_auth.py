@@ -17,10 +17,9 @@ import subprocess
 from datetime import datetime, timezone
 from typing import Any, List, Optional
 
-from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -37,6 +36,7 @@ from bwcd.auth.tokens import Tokens, hashToken
 from bwcd.config import ApiConfig, Config
 from bwcd.store.sqlite import SQLiteStore
 from bwcd import timeutil
+from tests.daemon import PumpWhenFinished
 
 #: 2027-01-15T08:00:00Z, a time with no special properties
 T0 = 1800000000.0
@@ -120,29 +120,10 @@ class Harness(TestCase):
         async def whoami(request, principal):
             return {"user": principal.user, "method": principal.method, "id": principal.credentialId}
 
-        self.stub = StubTreq(self.api.resource())
+        self.stub = PumpWhenFinished(self.api.resource()).stub
         self.logged: List[dict] = []
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
-
-    async def settle(self, d: Deferred) -> Any:
-        """
-        Wait for C{d}, pumping the in-memory connection while the store's
-        thread does its work.
-        """
-        done: List[bool] = []
-
-        def mark(result: Any) -> Any:
-            done.append(True)
-            return result
-
-        d.addBoth(mark)
-        for _ in range(5000):
-            self.stub.flush()
-            if done:
-                break
-            await deferLater(reactor, 0.001)
-        return await d
 
     async def call(self, method: str, path: str, headers: Optional[dict] = None, body: Any = None, raw: Optional[bytes] = None, params: Any = None):
         """
@@ -153,8 +134,8 @@ class Harness(TestCase):
         if body is not None:
             data = json.dumps(body).encode()
             headers.setdefault("Content-Type", "application/json")
-        response = await self.settle(self.stub.request(method, "http://bwcd.test" + path, headers=headers, data=data, params=params))
-        content = await self.settle(response.content())
+        response = await self.stub.request(method, "http://bwcd.test" + path, headers=headers, data=data, params=params)
+        content = await response.content()
         decoded = json.loads(content) if content else None
         return response.code, response.headers, decoded
 
@@ -328,10 +309,10 @@ class CredentialCheckTests(Harness):
             await self.authenticator.authenticate(R({}))
         self.assertEqual(cm.exception.faultstring, MISSING)
         with self.assertRaises(Unauthenticated) as cm:
-            await self.settle(Deferred.fromCoroutine(self.authenticator.authenticate(R({"x-auth-token": b"bogus"}))))
+            await Deferred.fromCoroutine(self.authenticator.authenticate(R({"x-auth-token": b"bogus"})))
         self.assertEqual(cm.exception.faultstring, "Unauthorized")
         token = (await self.login())["token"]
-        principal = await self.settle(Deferred.fromCoroutine(self.authenticator.authenticate(R({"x-auth-token": token.encode()}))))
+        principal = await Deferred.fromCoroutine(self.authenticator.authenticate(R({"x-auth-token": token.encode()})))
         self.assertIs(framework.Principal, Principal)
         self.assertEqual((type(principal), principal.user, principal.admin), (Principal, "alice", True))
 
@@ -382,8 +363,8 @@ class ValidationCacheTests(Harness):
         for created in (first, second):
             code, _, _ = await self.call("GET", "/v1/whoami", {"St2-Api-Key": created["key"]})
             self.assertEqual(code, 200)
-        await self.settle(self.store.update("apikeys", {"id": first["id"]}, set={"enabled": False}))
-        await self.settle(self.store.deleteOne("apikeys", second["id"]))
+        await self.store.update("apikeys", {"id": first["id"]}, set={"enabled": False})
+        await self.store.deleteOne("apikeys", second["id"])
         self.clock.advance(1.9)
         code, _, _ = await self.call("GET", "/v1/whoami", {"St2-Api-Key": first["key"]})
         self.assertEqual(code, 200)
@@ -400,7 +381,7 @@ class ValidationCacheTests(Harness):
         doc = await self.login()
         code, _, _ = await self.call("GET", "/v1/whoami", {"X-Auth-Token": doc["token"]})
         self.assertEqual(code, 200)
-        await self.settle(self.store.delete("tokens", {"id": doc["id"]}))
+        await self.store.delete("tokens", {"id": doc["id"]})
         self.clock.advance(1.0)
         code, _, _ = await self.call("GET", "/v1/whoami", {"X-Auth-Token": doc["token"]})
         self.assertEqual(code, 200)
@@ -496,7 +477,7 @@ class TokenRouteTests(Harness):
         self.assertRegex(doc["token"], r"^[0-9a-f]{32}$")
         self.assertRegex(doc["id"], r"^[0-9a-f]{24}$")
         self.assertEqual(doc["expiry"], "2027-01-15T09:00:00.000000Z")
-        stored = await self.settle(self.store.get("tokens", doc["id"]))
+        stored = await self.store.get("tokens", doc["id"])
         self.assertEqual(stored["token_hash"], hashlib.sha256(doc["token"].encode()).hexdigest())
         self.assertNotIn(doc["token"], json.dumps(stored))
 
@@ -619,7 +600,7 @@ class TokenRouteTests(Harness):
         """
         await self.login()
         await self.login()
-        users = await self.settle(self.store.find("users", {}))
+        users = await self.store.find("users", {})
         self.assertEqual([u["name"] for u in users], ["alice"])
 
     async def test_validate(self) -> None:
@@ -661,9 +642,9 @@ class TokenRouteTests(Harness):
         await self.login(body={"ttl": 10})
         live = await self.login()
         self.clock.advance(10)
-        removed = await self.settle(Deferred.fromCoroutine(self.tokens.purgeExpired()))
+        removed = await Deferred.fromCoroutine(self.tokens.purgeExpired())
         self.assertEqual(removed, 1)
-        remaining = await self.settle(self.store.find("tokens", {}))
+        remaining = await self.store.find("tokens", {})
         self.assertEqual([t["id"] for t in remaining], [live["id"]])
 
 
@@ -689,7 +670,7 @@ class ApiKeyRouteTests(Harness):
         self.assertEqual(doc["uid"], "api_key:" + st2Hash(doc["key"]))
         self.assertEqual((doc["user"], doc["metadata"], doc["enabled"]), ("alice", {"for": "ci"}, True))
         self.assertEqual(doc["created_at"], "2027-01-15T08:00:00.000000Z")
-        stored = await self.settle(self.store.get("apikeys", doc["id"]))
+        stored = await self.store.get("apikeys", doc["id"])
         self.assertEqual(stored["key_hash"], st2Hash(doc["key"]))
         self.assertNotIn(doc["key"], json.dumps(stored))
         code, _, body = await self.call("GET", f"/v1/apikeys/{doc['id']}", self.auth)
@@ -736,7 +717,7 @@ class ApiKeyRouteTests(Harness):
             for body in ([], "x", 1, {"metadata": "s"}, {"metadata": []}, {"user": []}, {"enabled": "x"}, {"key_hash": []}):
                 code, _, answer = await self.call(method, path, self.auth, body=body)
                 self.assertEqual(code, 400, (method, body, answer))
-        docs, total = await self.settle(Deferred.fromCoroutine(self.apikeys.list()))
+        docs, total = await Deferred.fromCoroutine(self.apikeys.list())
         self.assertEqual(total, 1)
 
     async def test_errorsAreDomainKinds(self) -> None:

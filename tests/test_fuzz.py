@@ -140,6 +140,21 @@ class FuzzTests(TestCase):
             json.dump(spec, f)
         return spec
 
+    async def fuzz(self, listener: str, args: Sequence[str], withCredentials: bool = True) -> List[int]:
+        """
+        Run schemathesis against a fresh daemon's C{listener} URL
+        (C{"apiURL"} or C{"authURL"}), with its API key and the test user's
+        password unless told otherwise, and return the statuses the daemon
+        logged, once L{assertClean} holds.
+        """
+        await self.startFuzzTarget()
+        d = self.daemon
+        if withCredentials:
+            args = ["--max-examples", str(EXAMPLES), "--header", f"St2-Api-Key: {d.apiKey}", "--auth", f"{d.user}:{d.password}", *args]
+        before = len(accessStatuses(d.readLog()))
+        code, output = await schemathesis(self.workDir, self.specPath, getattr(d, listener), args)
+        return await self.assertClean(code, output, before)
+
     async def assertClean(self, code: int, output: str, before: int = 0) -> List[int]:
         """
         The run passed, the daemon is up and healthy, and its log shows no
@@ -173,27 +188,11 @@ class FuzzTests(TestCase):
         answer outside the description, over at least L{MIN_REQUESTS}
         requests.
         """
-        await self.startFuzzTarget()
-        before = len(accessStatuses(self.daemon.readLog()))
-        code, output = await schemathesis(
-            self.workDir,
-            self.specPath,
-            self.daemon.apiURL,
-            [
-                "--max-examples",
-                str(EXAMPLES),
-                "--header",
-                f"St2-Api-Key: {self.daemon.apiKey}",
-                "--auth",
-                f"{self.daemon.user}:{self.daemon.password}",
-                "--exclude-path-regex",
-                AUTH_ONLY,
-                # an accepted stream never ends (tests.test_stream_e2e covers it)
-                "--exclude-path",
-                "/v1/stream",
-            ],
+        statuses = await self.fuzz(
+            "apiURL",
+            # an accepted stream never ends (tests.test_stream_e2e covers it)
+            ["--exclude-path-regex", AUTH_ONLY, "--exclude-path", "/v1/stream"],
         )
-        statuses = await self.assertClean(code, output, before)
         self.assertGreaterEqual(len(statuses), MIN_REQUESTS)
         # the credentials worked: most requests got past authentication
         self.assertGreater(sum(1 for s in statuses if s != 401), len(statuses) // 2)
@@ -203,15 +202,9 @@ class FuzzTests(TestCase):
         Without credentials every operation is fuzzed too: each answer is a
         described refusal (401) or, for the open routes, a described answer.
         """
-        await self.startFuzzTarget()
-        before = len(accessStatuses(self.daemon.readLog()))
-        code, output = await schemathesis(
-            self.workDir,
-            self.specPath,
-            self.daemon.apiURL,
-            ["--max-examples", "5", "--exclude-path-regex", AUTH_ONLY, "--phases", "examples,coverage,fuzzing"],
+        statuses = await self.fuzz(
+            "apiURL", ["--max-examples", "5", "--exclude-path-regex", AUTH_ONLY, "--phases", "examples,coverage,fuzzing"], withCredentials=False
         )
-        statuses = await self.assertClean(code, output, before)
         self.assertIn(401, statuses)
 
     async def test_authListener(self) -> None:
@@ -219,24 +212,7 @@ class FuzzTests(TestCase):
         The auth listener's login and validation routes, under all their
         paths, are fuzzed with the test user's password and the API key.
         """
-        await self.startFuzzTarget()
-        before = len(accessStatuses(self.daemon.readLog()))
-        code, output = await schemathesis(
-            self.workDir,
-            self.specPath,
-            self.daemon.authURL,
-            [
-                "--max-examples",
-                str(EXAMPLES),
-                "--header",
-                f"St2-Api-Key: {self.daemon.apiKey}",
-                "--auth",
-                f"{self.daemon.user}:{self.daemon.password}",
-                "--include-path-regex",
-                r"tokens",
-            ],
-        )
-        statuses = await self.assertClean(code, output, before)
+        statuses = await self.fuzz("authURL", ["--include-path-regex", r"tokens"])
         self.assertIn(201, statuses)
 
     async def test_harnessFindsMismatches(self) -> None:

@@ -36,8 +36,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from bwcd.rules.criteria import CompiledCriteria, compileCriteria
-from bwcd.store.interface import DuplicateKey, IStore, StoreError, newId
 from bwcd.rules.triggers import webhookUrl
+from bwcd.store.interface import IStore, StoreError, newId
+from bwcd.store.kv import readValue, replaceValue, writeValue
 
 log = Logger(namespace="bwcd.rules.index")
 
@@ -237,8 +238,7 @@ class RuleIndex(Service):
     # -- loading -------------------------------------------------------------
 
     async def _readMarker(self) -> Optional[str]:
-        doc = await self._store.findOne("kv", {"name": MARKER_NAME})
-        return None if doc is None else doc.get("value")
+        return await readValue(self._store, MARKER_NAME)
 
     async def _pages(self, collection: str, pageSize: int = 1000):
         """
@@ -401,16 +401,10 @@ class RuleIndex(Service):
         """
         value = newId()
         if self.loaded and self._seenMarker is not None:
-            mine = await self._store.update("kv", {"name": MARKER_NAME, "value": self._seenMarker}, set={"value": value})
-            if mine is not None:
+            if await replaceValue(self._store, MARKER_NAME, self._seenMarker, value):
                 self._seenMarker = value
                 return
-        updated = await self._store.update("kv", {"name": MARKER_NAME}, set={"value": value})
-        if updated is None:
-            try:
-                await self._store.insert("kv", {"id": newId(), "name": MARKER_NAME, "value": value})
-            except DuplicateKey:
-                await self._store.update("kv", {"name": MARKER_NAME}, set={"value": value})
+        await writeValue(self._store, MARKER_NAME, value)
 
 
 __all__ = ["EMPTY", "IndexedRule", "MARKER_NAME", "RuleIndex", "RuleSet"]

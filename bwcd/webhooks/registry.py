@@ -27,7 +27,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from bwcd.auth.limits import RateLimiter
-from bwcd.store.interface import DuplicateKey, IStore, StoreError, newId
+from bwcd.store.interface import IStore, StoreError, newId
+from bwcd.store.kv import readValue, writeValue
 from bwcd.webhooks.dedup import Deliveries
 from bwcd.webhooks.policy import Policy, PolicyError, normaliseUrl, parsePolicy
 
@@ -182,8 +183,7 @@ class PolicyIndex(Service):
     # -- loading --------------------------------------------------------------------
 
     async def _readMarker(self) -> Optional[str]:
-        doc = await self._store.findOne("kv", {"name": MARKER_NAME})
-        return None if doc is None else doc.get("value")
+        return await readValue(self._store, MARKER_NAME)
 
     async def reload(self) -> None:
         """
@@ -238,13 +238,7 @@ class PolicyIndex(Service):
         """
         Tell every process sharing the store that the policies changed.
         """
-        value = newId()
-        updated = await self._store.update("kv", {"name": MARKER_NAME}, set={"value": value})
-        if updated is None:
-            try:
-                await self._store.insert("kv", {"id": newId(), "name": MARKER_NAME, "value": value})
-            except DuplicateKey:
-                await self._store.update("kv", {"name": MARKER_NAME}, set={"value": value})
+        await writeValue(self._store, MARKER_NAME, newId())
 
     # -- writes ------------------------------------------------------------------------
 
