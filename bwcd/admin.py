@@ -10,9 +10,16 @@ be reachable or even running.
     bwcd-admin [--config PATH] user-add NAME [--password-stdin]
     bwcd-admin [--config PATH] apikey-create [--user NAME] [--metadata JSON]
                                              [--scope webhooks:GLOB ...]
+    bwcd-admin [--config PATH] purge --before DATE [--collections KIND ...]
 
 A key with C{--scope} may only send events to the hooks its globs match
 (for senders such as Grafana or Alertmanager that cannot sign requests).
+
+C{purge} deletes, once, what the daemon's C{retention} settings would delete
+if their cutoff were C{DATE} (L{bwcd.retention}): completed executions with
+their output, output rows of completed executions, processed trigger
+instances and rule enforcements older than C{DATE}.  It takes the same lease
+as the daemons' periodic purge, so it never runs alongside one.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from bwcd.auth.apikeys import ApiKeys
 from bwcd.auth.htpasswd import UsersFileError, setPassword
 from bwcd.auth.principal import BadScope, parseScopes
 from bwcd.config import SYSTEM_CONFIG, Config, ConfigError, loadConfig, parseConfig
+from bwcd.retention import KINDS, Purger
 from bwcd.store.interface import StoreError
+from bwcd.timeutil import isoformat, parseIso
 
 
 def loadAdminConfig(path: Optional[str], environ: Mapping[str, str] = os.environ) -> Config:
@@ -96,7 +105,55 @@ def buildParser() -> argparse.ArgumentParser:
         dest="scopes",
         help="limit the key to sending events to the hooks matching GLOB (repeatable), e.g. webhooks:alerts/*",
     )
+    purge = commands.add_parser(
+        "purge",
+        parents=[common],
+        help="delete completed executions, their output, processed trigger instances and enforcements older than a date",
+    )
+    purge.add_argument("--before", metavar="DATE", required=True, type=parseDate, help="UTC date (2026-01-31) or timestamp (2026-01-31T12:00:00Z)")
+    purge.add_argument(
+        "--collections",
+        metavar="KIND",
+        nargs="+",
+        choices=KINDS,
+        default=list(KINDS),
+        help=f"what to purge (default: all of {', '.join(KINDS)})",
+    )
+    purge.add_argument("--batch-size", metavar="N", type=int, default=500, help="documents deleted per store call (default 500)")
     return parser
+
+
+def parseDate(text: str) -> str:
+    """
+    A C{--before} argument as the store's timestamp form.
+    """
+    value = text.strip()
+    if len(value) == 10:
+        value += "T00:00:00Z"
+    try:
+        return isoformat(parseIso(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UTC date or timestamp: {text!r}") from None
+
+
+async def purge(reactor: Any, config: Config, before: str, kinds: Sequence[str], stdout: IO[str], batchSize: int = 500) -> Optional[dict]:
+    """
+    Open the configured store and purge C{kinds} older than C{before};
+    print and return the counts, or C{None} when another process is purging.
+    """
+    from bwcd.store.url import openStore
+
+    store = openStore(config.storage.url, reactor)
+    await store.start()
+    try:
+        counts = await Purger(store, reactor, batchSize=batchSize, pause=0).run({kind: before for kind in kinds})
+    finally:
+        await store.stop()
+    if counts is not None:
+        for kind in sorted(counts):
+            stdout.write(f"{kind}: {counts[kind]} deleted\n")
+        stdout.flush()
+    return counts
 
 
 def readPassword(fromStdin: bool, stdin: IO[str], prompt: Optional[Any] = None) -> str:
@@ -188,6 +245,8 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[str]] = None, 
             stderr.write("bwcd-admin: no password given\n")
             return 1
         return 0
+    if args.command == "purge":
+        return runPurge(config, args.before, args.collections, args.batch_size, stdout, stderr)
     metadata: dict = {}
     if args.metadata is not None:
         try:
@@ -211,6 +270,28 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[str]] = None, 
             raise SystemExit(1)
         except Exception as e:
             stderr.write(f"bwcd-admin: could not create the key: {e.__class__.__name__}: {e}\n")
+            raise SystemExit(1)
+
+    task.react(lambda reactor: ensureDeferred(run(reactor)))
+    return 0  # react() exits the process; this is never reached
+
+
+def runPurge(config: Config, before: str, kinds: Sequence[str], batchSize: int, stdout: IO[str], stderr: IO[str]) -> int:
+    if batchSize < 1:
+        stderr.write("bwcd-admin: --batch-size: must be at least 1\n")
+        return 2
+
+    async def run(reactor: Any) -> None:
+        try:
+            counts = await purge(reactor, config, before, kinds, stdout, batchSize)
+        except StoreError as e:
+            stderr.write(f"bwcd-admin: the store cannot be used: {e}\n")
+            raise SystemExit(1)
+        except Exception as e:
+            stderr.write(f"bwcd-admin: the purge failed: {e.__class__.__name__}: {e}\n")
+            raise SystemExit(1)
+        if counts is None:
+            stderr.write("bwcd-admin: another bwcd process is purging now; try again later\n")
             raise SystemExit(1)
 
     task.react(lambda reactor: ensureDeferred(run(reactor)))

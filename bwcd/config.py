@@ -66,6 +66,9 @@ class RunnerConfig:
     #: requests get 503 with Retry-After instead of growing the queue
     max_queued: int = 10000
     output_max_bytes: int = 4194304
+    #: the largest execution result stored (its JSON size); a bigger one is
+    #: cut and says "truncated": true.  Below MongoDB's 16 MiB document limit.
+    result_max_bytes: int = 12582912
     #: seconds between SIGTERM and SIGKILL when a process group is stopped
     kill_grace: float = 2.0
     #: seconds without a heartbeat after which another bwcd process sharing
@@ -99,6 +102,23 @@ class StreamConfig:
 
 
 @attrs.frozen
+class RetentionConfig:
+    #: days after which documents are deleted (st2's garbagecollector TTLs);
+    #: 0, the default, keeps them forever.  Unfinished executions and
+    #: unprocessed trigger instances are never deleted.
+    executions: int = 0
+    execution_output: int = 0
+    trigger_instances: int = 0
+    rule_enforcements: int = 0
+    #: seconds between purges (st2's collection_interval)
+    interval: float = 600.0
+    #: documents found and deleted per store call
+    batch_size: int = 100
+    #: seconds given back to the reactor between batches
+    pause: float = 0.1
+
+
+@attrs.frozen
 class Config:
     api: ApiConfig = ApiConfig()
     auth: AuthConfig = AuthConfig()
@@ -108,6 +128,7 @@ class Config:
     system: SystemConfig = SystemConfig()
     datastore: DatastoreConfig = DatastoreConfig()
     stream: StreamConfig = StreamConfig()
+    retention: RetentionConfig = RetentionConfig()
     #: the file this came from, or None for built-in defaults
     source: Optional[str] = None
 
@@ -121,6 +142,7 @@ _SECTIONS = {
     "system": SystemConfig,
     "datastore": DatastoreConfig,
     "stream": StreamConfig,
+    "retention": RetentionConfig,
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", float: "a number", tuple: "a list"}
@@ -203,11 +225,21 @@ def _derive(config: Config, environ: Mapping[str, str]) -> Config:
         ("runner.max_concurrent", config.runner.max_concurrent),
         ("runner.max_queued", config.runner.max_queued),
         ("runner.output_max_bytes", config.runner.output_max_bytes),
+        ("runner.result_max_bytes", config.runner.result_max_bytes),
         ("stream.buffer_events", config.stream.buffer_events),
         ("stream.heartbeat", config.stream.heartbeat),
     ):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
+    retention = config.retention
+    for key in ("executions", "execution_output", "trigger_instances", "rule_enforcements"):
+        if getattr(retention, key) < 0:
+            raise ConfigError(f"retention.{key}: must be 0 (keep forever) or a number of days, got {getattr(retention, key)}")
+    for key in ("interval", "batch_size"):
+        if getattr(retention, key) <= 0:
+            raise ConfigError(f"retention.{key}: must be more than 0, got {getattr(retention, key)}")
+    if retention.pause < 0:
+        raise ConfigError(f"retention.pause: must not be negative, got {retention.pause}")
     if auth.token_ttl > auth.token_max_ttl:
         raise ConfigError("auth.token_ttl: must not exceed auth.token_max_ttl")
     if not config.api.public_url.startswith(("http://", "https://")):

@@ -41,12 +41,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
 
+def freePorts(count: int) -> List[int]:
+    """
+    C{count} distinct free ports: all held open until each is known, so the
+    kernel cannot hand the same one out twice.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def freePort() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return freePorts(1)[0]
 
 
 def childEnv(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -208,10 +221,7 @@ class Daemon:
         self.configPath = os.path.join(stateDir, "bwcd.yaml")
         with open(self.configPath, "w") as f:
             yaml.safe_dump(configData, f)
-        self.apiPort = int(configData["api"]["listen"].split(":")[1])
-        self.authPort = int(configData["auth"]["listen"].split(":")[1])
-        self.apiURL = f"http://127.0.0.1:{self.apiPort}"
-        self.authURL = f"http://127.0.0.1:{self.authPort}"
+        self.readPorts()
         self.logPath = os.path.join(stateDir, "daemon.log")
         self.apiKey: Optional[str] = None
         self.process = None
@@ -241,6 +251,12 @@ class Daemon:
             await self._proto.logged(r"\bbwcd ready: ", since)
         except RuntimeError:
             raise RuntimeError(f"bwcd exited during start-up:\n{self.readLog()}")
+
+    def readPorts(self) -> None:
+        self.apiPort = int(self.configData["api"]["listen"].split(":")[1])
+        self.authPort = int(self.configData["auth"]["listen"].split(":")[1])
+        self.apiURL = f"http://127.0.0.1:{self.apiPort}"
+        self.authURL = f"http://127.0.0.1:{self.authPort}"
 
     def logged(self, pattern: str, since: int = 0) -> "Deferred[re.Match]":
         """
@@ -397,14 +413,15 @@ async def startDaemon(
     with open(users, "w") as f:
         hashed = bcrypt.hashpw(Daemon.password.encode(), bcrypt.gensalt(rounds=4)).decode()
         f.write(f"{Daemon.user}:{hashed}\n")
+    apiPort, authPort, streamPort = freePorts(3)
     data: Dict[str, Dict[str, Any]] = {
-        "api": {"listen": f"tcp:{freePort()}:interface=127.0.0.1", "public_url": "http://127.0.0.1:9101"},
-        "auth": {"listen": f"tcp:{freePort()}:interface=127.0.0.1", "users_file": users},
+        "api": {"listen": f"tcp:{apiPort}:interface=127.0.0.1", "public_url": "http://127.0.0.1:9101"},
+        "auth": {"listen": f"tcp:{authPort}:interface=127.0.0.1", "users_file": users},
         "storage": {"url": url},
         "packs": {"paths": list(packs)},
         "runner": {"kill_grace": 1.0},
         "system": {"state_dir": stateDir},
-        "stream": {"listen": f"tcp:{freePort()}:interface=127.0.0.1"},
+        "stream": {"listen": f"tcp:{streamPort}:interface=127.0.0.1"},
     }
     for section, values in (config or {}).items():
         data.setdefault(section, {}).update(values)
@@ -419,5 +436,19 @@ async def startDaemon(
         raise RuntimeError(f"bwcd-admin apikey-create failed ({code}): {err.decode()}")
     daemon.apiKey = out.decode().strip().splitlines()[-1]
     testCase.addCleanup(daemon.stop)
-    await daemon.start()
+    try:
+        await daemon.start()
+    except RuntimeError as e:
+        if "Address already in use" not in str(e):
+            raise
+        # justified retry: another process on this machine took one of the
+        # free ports between our check and the daemon's bind
+        for section, port in zip(("api", "auth", "stream"), freePorts(3)):
+            if daemon.configData.get(section, {}).get("listen"):
+                daemon.configData[section]["listen"] = f"tcp:{port}:interface=127.0.0.1"
+        daemon.readPorts()
+        daemon.configData["api"]["public_url"] = daemon.apiURL
+        with open(daemon.configPath, "w") as f:
+            yaml.safe_dump(daemon.configData, f)
+        await daemon.start()
     return daemon

@@ -70,9 +70,22 @@ class ParseTests(SynchronousTestCase):
         self.assertConfigError({"runner": {"max_concurrent": "many"}}, "runner.max_concurrent: expected an integer, got str 'many'")
         self.assertConfigError({"runner": {"max_concurrent": True}}, "runner.max_concurrent: expected an integer, got bool True")
         self.assertConfigError({"api": {"lisen": "x"}}, "api.lisen: unknown key (known: allow_origins, listen, max_body_bytes, metrics, public_url, trusted_proxies, webui_base_url)")
-        self.assertConfigError({"nope": {}}, "nope: unknown section (known: api, auth, datastore, packs, runner, storage, stream, system)")
+        self.assertConfigError({"nope": {}}, "nope: unknown section (known: api, auth, datastore, packs, retention, runner, storage, stream, system)")
         self.assertConfigError({"auth": {"token_ttl": 10, "token_max_ttl": 5}}, "auth.token_ttl: must not exceed auth.token_max_ttl")
         self.assertConfigError({"packs": {"paths": "/x"}}, "packs.paths: expected a list, got str '/x'")
+
+    def test_retention(self):
+        """
+        retention: nothing is purged by default (every TTL 0); TTLs are whole
+        days, 0 or more; interval and batch_size must be positive.
+        """
+        r = parseConfig({}, None, self.env).retention
+        self.assertEqual((r.executions, r.execution_output, r.trigger_instances, r.rule_enforcements), (0, 0, 0, 0))
+        r = parseConfig({"retention": {"executions": 30, "interval": 60}}, None, self.env).retention
+        self.assertEqual((r.executions, r.interval), (30, 60.0))
+        self.assertConfigError({"retention": {"executions": -1}}, "retention.executions: must be 0 (keep forever) or a number of days, got -1")
+        self.assertConfigError({"retention": {"trigger_instances": 1.5}}, "retention.trigger_instances: expected an integer, got float 1.5")
+        self.assertConfigError({"retention": {"batch_size": 0}}, "retention.batch_size: must be more than 0, got 0")
 
     def test_allowOrigins(self):
         """

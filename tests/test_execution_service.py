@@ -318,9 +318,9 @@ class TransitionTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertIsNone(self.transition(doc["id"], ["scheduled"], "running"))
         self.assertEqual(self.stored(doc["id"]), doc)
         self.clock.advance(1)
-        scheduled = self.transition(doc["id"], ["requested"], "scheduled", node="n1")
+        scheduled = self.transition(doc["id"], ["requested"], "scheduled", **{"liveaction.runner_info": {"hostname": "n1"}})
         self.assertEqual(scheduled["status"], "scheduled")
-        self.assertEqual(scheduled["node"], "n1")
+        self.assertEqual(scheduled["liveaction"]["runner_info"], {"hostname": "n1"})
         self.assertEqual(scheduled["log"][-1], {"status": "scheduled", "timestamp": "2026-11-28T21:20:01.000000Z"})
         self.assertNotIn("end_timestamp", scheduled)
         self.assertEqual(self.completed, [])
@@ -468,7 +468,8 @@ class OrphanTests(ServiceTestsMixin, SynchronousTestCase):
 
     def claim(self, status: str, node: str) -> dict:
         doc = self.create()
-        return self.successResultOf(run(self.service.transition(doc["id"], ["requested"], status, node=node)))
+        # as the executor claims: the node is set with the status
+        return self.successResultOf(self.store.update("executions", {"id": doc["id"]}, set={"status": status, "node": node}))
 
     def test_runningAbandoned(self):
         """

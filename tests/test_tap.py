@@ -49,7 +49,7 @@ class PluginTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(state))
         self.assertEqual(
             [child.name for child in service],
-            ["store", "datastore key", "registration", "rule index", "webhook policies", "rules engine", "timers", "executor", "node watch", "token purge", "stream", "api listener", "auth listener", "stream listener", "readiness"],
+            ["store", "datastore key", "registration", "rule index", "webhook policies", "rules engine", "timers", "executor", "node watch", "token purge", "retention", "stream", "api listener", "auth listener", "stream listener", "readiness"],
         )
 
 

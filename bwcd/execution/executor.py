@@ -19,43 +19,21 @@ import os
 import socket
 from typing import Callable, Dict, List, Mapping, Optional
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from bwcd.execution.runners.argv import argvToShell, scriptArgv, shellCmdArgv, sudoArgv
-from bwcd.execution.runners.interface import ABANDONED, CANCELED, IActionRunner, IRunner, IRunningAction, OutputCallback
-from bwcd.execution.runners.params import splitRunnerAndAction
-from bwcd.execution.runners.types import LOCAL_SHELL_CMD, LOCAL_SHELL_SCRIPT, runnerParameters
+from bwcd.execution.localactions import Launch, LocalActions, ScriptResolver
+from bwcd.execution.runners.interface import ABANDONED, CANCELED, IActionRunner, IRunner, IRunningAction
+from bwcd.execution.runners.types import LOCAL_SHELL_CMD, LOCAL_SHELL_SCRIPT
+from bwcd.execution.resultcap import DEFAULT_RESULT_MAX_BYTES, capResult, minimalResult
 from bwcd.execution.service import COMPLETED, ExecutionService
 from bwcd.execution.tokens import ChildTokens
-from bwcd.store.interface import IStore
+from bwcd.store.interface import IStore, StoreUnavailable
 
 log = Logger(namespace="bwcd.execution.executor")
-
-#: C{resolveScript(pack, entryPoint)}: the absolute path of a script
-#: action's entry point on this node
-#: (@raise ValueError: the pack is not installed here)
-ScriptResolver = Callable[[str, str], str]
-
-
-@attrs.frozen
-class Launch:
-    """
-    Everything needed to start one execution's child.
-
-    @ivar token: its C{ST2_ACTION_AUTH_TOKEN}, revoked when it ends.
-    """
-
-    argv: List[str]
-    env: Dict[str, str]
-    cwd: Optional[str]
-    timeout: Optional[float]
-    stdin: Optional[bytes]
-    token: Optional[str] = None
 
 
 class Executor(Service):
@@ -75,6 +53,9 @@ class Executor(Service):
         None for no C{ST2_ACTION_AUTH_TOKEN}.
     @param runners: the runners of other runner types, by runner type name
         (C{http-request}); the local types run through L{LocalActions}.
+    @param resultMaxBytes: the largest result stored (L{capResult}).
+    @param retryFirst: seconds before the first retry of a failed write
+        of an execution's status, doubled at each retry up to C{retryMax}.
     """
 
     def __init__(
@@ -90,8 +71,14 @@ class Executor(Service):
         tokens: Optional[ChildTokens] = None,
         pollInterval: float = 1.0,
         runners: Optional[Mapping[str, IActionRunner]] = None,
+        resultMaxBytes: int = DEFAULT_RESULT_MAX_BYTES,
+        retryFirst: float = 0.5,
+        retryMax: float = 30.0,
     ) -> None:
         self._store = store
+        self._resultMaxBytes = resultMaxBytes
+        self._retryFirst = retryFirst
+        self._retryMax = retryMax
         self._executions = executions
         local = LocalActions(runner, apiURL, resolveScript, tokens)
         self._runners: Dict[str, IActionRunner] = {LOCAL_SHELL_CMD: local, LOCAL_SHELL_SCRIPT: local, **(runners or {})}
@@ -283,7 +270,7 @@ class Executor(Service):
             launch = await runner.prepare(doc)
         except Exception as e:
             log.failure("Execution {execution_id} could not be prepared", execution_id=execId)
-            await self._executions.transition(execId, ["scheduled"], "failed", result={"error": str(e), "traceback": repr(e)})
+            await self._finish(doc, ["scheduled"], "failed", {"error": str(e), "traceback": repr(e)})
             return
         try:
             await self._runPrepared(doc, runner, launch)
@@ -316,111 +303,144 @@ class Executor(Service):
                 "data": data.decode("utf-8", "replace"),
             })).addCallback(self._executions.outputStored).addErrback(lambda f: log.failure("Storing output of {execution_id} failed", f, execution_id=execId))
 
-        # The "running" record is written while the child starts rather than
-        # before: waiting for it would add a store round trip to every
-        # execution's start.  If the execution was canceled while it was
-        # scheduled, the conditional update finds nothing and the child is
-        # killed at once.  Writes reach the store in order, so the final
-        # status can never land before "running".
-        markRunning = ensureDeferred(self._executions.transition(
-            execId, ["scheduled"], "running",
-            **{"liveaction.runner_info": {"hostname": socket.gethostname(), "pid": os.getpid()}},
-        ))
+        # "running", with this node, is recorded before the child is
+        # spawned: a child is never started for an execution that the store
+        # still shows as claimed but unstarted (and that a restart or
+        # another node would therefore run a second time).  It costs one
+        # store round trip per start.
+        node = self._nodeId()
+        try:
+            marked = await self._executions.transition(
+                execId, ["scheduled"], "running", node=node,
+                **{"liveaction.runner_info": {"hostname": socket.gethostname(), "pid": os.getpid()}},
+            )
+        except Exception as e:
+            log.error("Execution {execution_id} not started: recording it running failed ({error})", execution_id=execId, error=str(e))
+            await self._giveBack(doc)
+            return
+        if marked is None:
+            log.info("Execution {execution_id} not started: it was canceled or is no longer this node's", execution_id=execId)
+            return
         try:
             proc = runner.start(doc, launch, onOutput)
-        except OSError as e:
-            if await markRunning is not None:
-                await self._executions.transition(execId, ["running"], "failed", startTimestamp=doc["start_timestamp"], result={"error": f"Unable to start the action: {e}", "traceback": repr(e)})
+        except Exception as e:
+            log.error("Execution {execution_id} could not be started: {error!r}", execution_id=execId, error=e)
+            await self._finish(doc, ["running"], "failed", {"error": f"Unable to start the action: {e}", "traceback": repr(e)})
             return
         self._running[execId] = proc
-        if await markRunning is None:
-            proc.kill(CANCELED)
-        outcome = await proc.result
-        self._running.pop(execId, None)
-        # The child has ended: its slot can take the next execution while
-        # the result is written (the store keeps the writes in order).
-        self._releaseSlot(execId)
-        await self._executions.transition(execId, ["running"], outcome.status, startTimestamp=doc["start_timestamp"], result=outcome.result)
+        try:
+            outcome = await proc.result
+        except Exception as e:
+            log.failure("Execution {execution_id}: the runner failed", execution_id=execId)
+            await self._finish(doc, ["running"], "failed", {"error": f"The runner failed: {e}", "traceback": repr(e)})
+            return
+        finally:
+            self._running.pop(execId, None)
+            # The child has ended: its slot can take the next execution
+            # while the result is written.
+            self._releaseSlot(execId)
+        fields = {} if outcome.pid is None else {"liveaction.runner_info.child_pid": outcome.pid}
+        await self._finish(doc, ["running"], outcome.status, outcome.result, **fields)
         log.info(
             "Execution {execution_id} of {action} {status} (pid {pid}, exit {return_code})",
             execution_id=execId, action=action["ref"], status=outcome.status, pid=outcome.pid, return_code=outcome.return_code,
         )
 
+    # -- recording -------------------------------------------------------
 
-class LocalActions:
-    """
-    The runner of the local runner types (an L{IActionRunner}): builds the
-    command line and environment of C{local-shell-cmd} and
-    C{local-shell-script} actions, and starts them through a process
-    runner (L{IRunner}).
+    async def _finish(self, doc: dict, fromStatuses: List[str], status: str, result: dict, **fields: object) -> None:
+        """
+        Record how an execution ended, as this node's change: its result
+        capped at C{resultMaxBytes}, the write retried with backoff while
+        the store is unavailable, and, when the store refuses the document
+        (too large for MongoDB, a value it cannot hold), once more with
+        what is left of the result (L{minimalResult}).  An execution this
+        node no longer owns is not recorded, only logged.
+        """
+        execId = doc["id"]
+        try:
+            result = capResult(result, self._resultMaxBytes)
+        except Exception as e:
+            result = minimalResult(result, f"The result could not be stored: {e}")
+        degraded = False
 
-    @param tokens: issues and revokes each execution's child token, or
-        None for no C{ST2_ACTION_AUTH_TOKEN}.
-    """
+        def write() -> Deferred:
+            return ensureDeferred(self._executions.transition(
+                execId, fromStatuses, status, startTimestamp=doc["start_timestamp"], node=self._nodeId(), result=result, **fields
+            ))
 
-    def __init__(
-        self, runner: IRunner, apiURL: str, resolveScript: ScriptResolver, tokens: Optional[ChildTokens] = None
-    ) -> None:
-        self._runner = runner
-        self._apiURL = apiURL.rstrip("/") + "/v1"
-        self._resolveScript = resolveScript
-        self._tokens = tokens
+        attempt = 0
+        while True:
+            try:
+                updated = await write()
+                break
+            except StoreUnavailable as e:
+                error: Exception = e
+            except Exception as e:
+                error = e
+                if not degraded:
+                    degraded = True
+                    log.error("The result of execution {execution_id} was refused ({error}): storing what is left of it", execution_id=execId, error=str(e))
+                    result = minimalResult(result, f"The result could not be stored: {e}")
+                    continue
+            if self._stopping and attempt >= 1:
+                log.error("Execution {execution_id} ended {status} but could not be recorded before shutdown: {error}", execution_id=execId, status=status, error=str(error))
+                return
+            delay = min(self._retryMax, self._retryFirst * (2 ** attempt))
+            attempt += 1
+            log.warn("Recording execution {execution_id} {status} failed ({error}); retrying in {delay}s", execution_id=execId, status=status, error=str(error), delay=delay)
+            await deferLater(self._clock, delay, lambda: None)
+        if updated is None:
+            await self._lost(execId, status)
 
-    async def prepare(self, doc: dict) -> Launch:
-        return await self._prepare(doc)
-
-    def start(self, doc: dict, launch: Launch, on_output: OutputCallback) -> IRunningAction:
-        return self._runner.start(
-            launch.argv, env=launch.env, cwd=launch.cwd, timeout=launch.timeout, on_output=on_output,
-            stdin=launch.stdin, sudo_password_used=launch.stdin is not None,
+    async def _lost(self, execId: str, status: str) -> None:
+        """
+        A change this node wanted to record found the execution no longer
+        its own (re-queued and run elsewhere) or already ended (canceled):
+        say so, since the other record stands.
+        """
+        try:
+            current = await self._store.get("executions", execId)
+        except Exception:
+            current = None
+        if current is not None and current.get("status") == "canceled" and current.get("node") == self._nodeId():
+            return
+        log.warn(
+            "Execution {execution_id} ended {status} here but is not this node's any more "
+            "(now {current_status} on {current_node}): not recorded",
+            execution_id=execId, status=status,
+            current_status=None if current is None else current.get("status"),
+            current_node=None if current is None else current.get("node"),
         )
 
-    async def release(self, launch: Launch) -> None:
-        if launch.token is not None and self._tokens is not None:
-            await self._tokens.revoke(launch.token)
-
-    async def _prepare(self, doc: dict) -> Launch:
-        action = doc["action"]
-        runnerName = action["runner_type"]
-        runnerParams = runnerParameters(runnerName)
-        params = doc["_parameters"]
-        runnerPart, actionPart = splitRunnerAndAction(runnerParams, action.get("parameters") or {}, params)
-        for name, spec in (action.get("parameters") or {}).items():
-            if name in runnerParams and name in params:
-                runnerPart[name] = params[name]
-        timeout = runnerPart.get("timeout")
-        timeout = 60 if timeout is None else int(timeout)  # 0: no limit, as in st2
-        env = dict(os.environ)
-        for k, v in (runnerPart.get("env") or {}).items():
-            env[str(k)] = str(v)
-        env["ST2_ACTION_PACK_NAME"] = action["pack"]
-        env["ST2_ACTION_EXECUTION_ID"] = doc["id"]
-        env["ST2_ACTION_API_URL"] = self._apiURL
-        if runnerName == LOCAL_SHELL_SCRIPT:
-            script = self._resolveScript(action["pack"], action["entry_point"])
-            self._runner.prepareScript(script)
-            argv = scriptArgv(
-                script,
-                action.get("parameters") or {},
-                actionPart,
-                runnerPart.get("kwarg_op", "--"),
-                cmd=runnerPart.get("cmd"),
-            )
-        else:
-            argv = shellCmdArgv(runnerPart["cmd"])
-        stdin = None
-        if runnerPart.get("sudo"):
-            password = runnerPart.get("sudo_password")
-            command = runnerPart["cmd"] if runnerName != LOCAL_SHELL_SCRIPT else argvToShell(argv)
-            argv = sudoArgv(command, password=bool(password))
-            if password:
-                stdin = (password + "\n").encode("utf-8")
-        token = None
-        if self._tokens is not None:
-            # Last, so that nothing after it can fail and leave it behind.
-            token = await self._tokens.issue(doc["context"].get("user", "stanley"), doc["id"], timeout or None)
-            env["ST2_ACTION_AUTH_TOKEN"] = token
-        return Launch(argv, env, runnerPart.get("cwd"), timeout or None, stdin, token)
+    async def _giveBack(self, doc: dict) -> None:
+        """
+        Put an execution whose start could not be recorded back in the
+        queue: nothing was spawned, so running it (here or elsewhere) later
+        is its first run.  The failed write may have reached the store, so
+        a C{running} record of this node's is given back too.  Retried with
+        backoff until it succeeds or the executor stops (then a restart's
+        L{recover} does it).
+        """
+        attempt = 0
+        while True:
+            try:
+                requeued = await self._store.update(
+                    "executions",
+                    {"id": doc["id"], "node": self._nodeId(), "status": {"$in": ["scheduled", "running"]}},
+                    set={"status": "requested", "node": None, "_updated_at": self._executions.now()},
+                    push={"log": {"status": "requested", "timestamp": self._executions.now()}},
+                )
+                break
+            except Exception as e:
+                if self._stopping:
+                    log.error("Execution {execution_id} left claimed at shutdown: {error}", execution_id=doc["id"], error=str(e))
+                    return
+                delay = min(self._retryMax, self._retryFirst * (2 ** attempt))
+                attempt += 1
+                await deferLater(self._clock, delay, lambda: None)
+        if requeued is not None:
+            self._executions.requeued(requeued)
 
 
 __all__ = ["COMPLETED", "Executor", "Launch", "LocalActions", "ScriptResolver"]

@@ -237,7 +237,9 @@ class ExecutionService(QueueBound):
         several processes settling at once change it once.
         """
         if doc["status"] == "running":
-            return await self.transition(doc["id"], ["running"], "abandoned", startTimestamp=doc["start_timestamp"], result={"error": error})
+            return await self.transition(
+                doc["id"], ["running"], "abandoned", startTimestamp=doc["start_timestamp"], node=doc.get("node"), result={"error": error}
+            )
         requeued = await self._store.update(
             "executions", {"id": doc["id"], "status": "scheduled", "node": doc.get("node")},
             set={"status": "requested", "node": None, "_updated_at": self.now()},
@@ -246,6 +248,14 @@ class ExecutionService(QueueBound):
             self._changed("update", requeued)
             self._queued(1)
         return requeued
+
+    def requeued(self, doc: dict) -> None:
+        """
+        The executor gave back C{doc} (now C{requested} again) without
+        running it: tell the change listeners and the queue.
+        """
+        self._changed("update", doc)
+        self._queued(1)
 
     async def releaseDelayed(self) -> int:
         """
@@ -293,7 +303,13 @@ class ExecutionService(QueueBound):
     # -- status changes --------------------------------------------------
 
     async def transition(
-        self, execId: str, fromStatuses: Iterable[str], status: str, startTimestamp: Optional[str] = None, **fields: Any
+        self,
+        execId: str,
+        fromStatuses: Iterable[str],
+        status: str,
+        startTimestamp: Optional[str] = None,
+        node: Optional[str] = None,
+        **fields: Any,
     ) -> Optional[dict]:
         """
         Move an execution to C{status} if it is in one of C{fromStatuses};
@@ -301,6 +317,10 @@ class ExecutionService(QueueBound):
 
         @param startTimestamp: the execution's start, when the caller knows
             it, saving a read to compute C{elapsed_seconds}.
+        @param node: the node that claimed it, when the change is that
+            node's: only then is it made, so a node that lost an execution
+            (re-queued while it was paused or cut off) cannot record it a
+            second time over the node that runs it now.
         """
         now = self.now()
         changes: Dict[str, Any] = {"status": status}
@@ -315,9 +335,12 @@ class ExecutionService(QueueBound):
             changes["end_timestamp"] = now
             start = parseIso(startTimestamp)
             changes["elapsed_seconds"] = round((parseIso(now) - start).total_seconds(), 6)
+        query: Dict[str, Any] = {"id": execId, "status": {"$in": list(fromStatuses)}}
+        if node is not None:
+            query["node"] = node
         updated = await self._store.update(
             "executions",
-            {"id": execId, "status": {"$in": list(fromStatuses)}},
+            query,
             set=changes,
             push={"log": {"status": status, "timestamp": now}},
         )

@@ -71,6 +71,8 @@ COLLECTIONS: Mapping[str, CollectionSchema] = _declare(
             # the executor's claim: oldest requested first, without a sort of the backlog
             ("status", "start_timestamp"),
             ("start_timestamp",),
+            # retention: completed executions older than a cutoff
+            ("end_timestamp",),
             ("context.user",),
             ("context.user", "start_timestamp"),
             ("action.ref", "start_timestamp"),
