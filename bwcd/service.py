@@ -18,6 +18,7 @@ the tree I{is} the start-up and shut-down sequence::
       executor         settle what this node left behind, then run executions
       node watch       heartbeat; settle dead nodes' executions
       token purge      delete expired tokens hourly
+      retention        purge documents past their retention TTLs (one node at a time)
       stream           live events for /v1/stream (bwcd.stream)
       api listener     (bound at once; see below)
       auth listener    (when authentication is enabled)
@@ -80,10 +81,12 @@ from bwcd.packs.loader import scriptPath
 from bwcd.packs.policies import registerPackPolicies
 from bwcd.packs.registrar import packFolders, registerActions, registerRunnerTypes
 from bwcd.packs.rules import registerPackContent
+from bwcd.retention import RetentionService
 from bwcd.rules.engine import RulesEngine
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.timers import TimerScheduler
 from bwcd.rules.triggers import ensureSystemTriggerTypes
+from bwcd.store.health import StoreHealth
 from bwcd.store.interface import IStore, newId
 from bwcd.store.url import openStore
 from bwcd.stream.hub import StreamHub
@@ -283,7 +286,8 @@ class BwcdService(OrderedServices):
         self.config = config
         self.reactor = reactor
         self._privilegedStarted = False
-        self.store = openStore(config.storage.url, reactor)
+        # every consumer gets the health wrapper: once the store fails, they are refused at once (503)
+        self.store = StoreHealth(openStore(config.storage.url, reactor), reactor)
         nodeId = NodeIdentity(config.system.state_dir)
         # -- auth
         self.tokens = Tokens(self.store, reactor, ttl=config.auth.token_ttl, maxTtl=config.auth.token_max_ttl)
@@ -299,7 +303,7 @@ class BwcdService(OrderedServices):
         self.index = RuleIndex(self.store, reactor)
         self.policies = PolicyIndex(self.store, reactor, self.keys)
         self.registration = PackRegistration(self.store, self.index, config.packs.paths, self.policies)
-        self.engine = RulesEngine(self.store, self.executions, self.index, reactor, systemUser=config.system.user)
+        self.engine = RulesEngine(self.store, self.executions, self.index, reactor, systemUser=config.system.user, nodeId=nodeId)
         self.timers = TimerScheduler(self.index, self.engine, reactor)
         self.executor = Executor(
             self.store,
@@ -312,8 +316,10 @@ class BwcdService(OrderedServices):
             resolveScript=self.registration.scriptPath,
             tokens=ExecutionTokens(self.tokens),
             runners={HTTP_REQUEST: HttpRunner(reactor, TreqClients(reactor), config.runner.output_max_bytes)},
+            resultMaxBytes=config.runner.result_max_bytes,
         )
         self.nodes = NodeWatch(self.store, self.executions, reactor, config.runner.node_timeout, nodeId=nodeId)
+        self.nodes.addDeadNodeListener(self.engine.takeOver)
         self.streams = StreamHub(
             self.store, reactor, self.executions, self.index, ringSize=config.stream.buffer_events, heartbeat=config.stream.heartbeat
         )
@@ -339,6 +345,7 @@ class BwcdService(OrderedServices):
             ("executor", self.executor),
             ("node watch", self.nodes),
             ("token purge", tokenPurge),
+            ("retention", self._retention(config)),
             ("stream", self.streams),
             ("api listener", self._listener(config.api.listen, self.api, webUi=True)),
         ]
@@ -383,6 +390,16 @@ class BwcdService(OrderedServices):
         svc = StreamServerEndpointService(endpoints.serverFromString(self.reactor, description), site)
         svc._raiseSynchronously = True
         return svc
+
+    def _retention(self, config: Config) -> RetentionService:
+        r = config.retention
+        ttls = {
+            "executions": r.executions,
+            "execution_output": r.execution_output,
+            "trigger_instances": r.trigger_instances,
+            "rule_enforcements": r.rule_enforcements,
+        }
+        return RetentionService(self.store, self.reactor, ttls, interval=r.interval, batchSize=r.batch_size, pause=r.pause)
 
     def _purgeTokens(self) -> Deferred:
         d = ensureDeferred(self.tokens.purgeExpired())

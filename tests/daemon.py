@@ -274,6 +274,18 @@ class Daemon:
         compiled = re.compile(pattern)
         return [m for m in (compiled.search(line) for line in self.lines[since:]) if m is not None]
 
+    async def loggedTimes(self, pattern: str, count: int, since: int = 0) -> List["re.Match"]:
+        """
+        Wait until C{count} lines from C{since} on match C{pattern} (the
+        daemon's output reaches the test through a pipe, so a line can come
+        after the HTTP answer it belongs to).
+        """
+        while True:
+            found = self.matches(pattern, since)
+            if len(found) >= count:
+                return found
+            await self.logged(pattern, self.linesLogged)
+
     @property
     def linesLogged(self) -> int:
         """

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +48,10 @@ class _Server:
         self.port = _freePort()
         self.logPath = os.path.join(self.directory, "server.log")
         self._log = open(self.logPath, "wb")
+        self._spawn()
+        atexit.register(self.kill)
+
+    def _spawn(self) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -67,7 +72,17 @@ class _Server:
             cwd=self.directory,
         )
         self.listening = False
-        atexit.register(self.kill)
+
+    def restart(self) -> None:
+        """
+        Kill the server (SIGKILL: an outage, not a shutdown) and start it
+        again on the same port and storage path, as an operator would after
+        a crash.  Await L{waitUntilListening} after this.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._spawn()
 
     @property
     def url(self) -> str:
@@ -94,7 +109,10 @@ class _Server:
             await deferLater(reactor, 0.05, lambda: None)
 
     def kill(self) -> None:
+        if self._log.closed:
+            return
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(10)
@@ -126,6 +144,19 @@ async def _baseURL() -> str:
         await _server.waitUntilListening()
         _server.listening = True
     return _server.url
+
+
+async def privateServer(testCase: TestCase) -> _Server:
+    """
+    A SecantusDB process of C{testCase}'s own, which it may stop, pause
+    (SIGSTOP) or L{_Server.restart} without disturbing other tests; killed
+    and removed at cleanup.
+    """
+    server = _Server()
+    testCase.addCleanup(server.kill)
+    await server.waitUntilListening()
+    server.listening = True
+    return server
 
 
 def withDatabase(url: str, database: str) -> str:
@@ -160,4 +191,4 @@ def mongoURL(testCase: TestCase) -> Deferred[str]:
     return ensureDeferred(_mongoURL(testCase))
 
 
-__all__ = ["ENVIRONMENT_VARIABLE", "mongoURL", "withDatabase"]
+__all__ = ["ENVIRONMENT_VARIABLE", "mongoURL", "privateServer", "withDatabase"]

@@ -1,6 +1,7 @@
 """
-Unit tests for L{bwcd.execution.nodes}: heartbeats and the settling of dead
-nodes' executions, on the in-memory store with a fake clock.
+Unit tests for L{bwcd.execution.nodes}: heartbeats, the settling of dead
+nodes' executions and the take-over of their trigger instances
+(L{bwcd.rules.recovery}), on the in-memory store with a fake clock.
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bwcd.execution.nodes import PREFIX, NodeWatch
+from bwcd.testing import MemoryDatabase
 from bwcd.timeutil import isoformat, utcnow
+from tests.test_acceptance import World
 from tests.test_executor import executionWorld
 
 TIMEOUT = 6.0
@@ -111,3 +115,154 @@ class _At:
 
     def seconds(self) -> float:
         return self._seconds
+
+
+class TakeOverTests(SynchronousTestCase):
+    """
+    Two or three nodes (engine and node watch each) on one in-memory
+    database and one clock: the trigger instances a dead node accepted are
+    taken over by a live one within the timeout, and run once.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.database = MemoryDatabase()
+        self.a = self.node("a", rule=True)
+        self.b = self.node("b")
+
+    def node(self, name: str, rule: bool = False) -> Any:
+        world = World(self, self.clock, self.database, node=name, rule=rule)
+        world.watch = NodeWatch(world.store, world.executions, self.clock, TIMEOUT, nodeId=lambda: name)
+        world.watch.addDeadNodeListener(world.engine.takeOver)
+        world.watch.startService()
+        self.addCleanup(lambda: world.watch.running and world.watch.stopService())
+        if not rule:
+            self.successResultOf(ensureDeferred(world.index.reload()))
+            world.rule = self.a.rule
+        return world
+
+    def acceptAndDie(self, count: int) -> List[str]:
+        """
+        Node a accepts C{count} instances, then dies before processing any:
+        no more heartbeats, its queue dropped.
+        """
+        instances = [self.a.instance() for _ in range(count)]
+        self.successResultOf(ensureDeferred(self.a.engine.accept(instances)))
+        self.a.watch.stopService()
+        self.successResultOf(ensureDeferred(self.a.engine.stop()))
+        self.assertEqual({i["status"] for i in self.a.stored("triggerinstances")}, {"pending"})
+        return [i["id"] for i in instances]
+
+    def advance(self, seconds: float, step: float = 0.1) -> None:
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end - 1e-9:
+            self.clock.advance(min(step, end - self.clock.seconds()))
+
+    def executionsPerInstance(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for execution in self.database.collections["executions"].values():
+            instanceId = execution["context"]["trigger_instance"]["id"]
+            counts[instanceId] = counts.get(instanceId, 0) + 1
+        return counts
+
+    def test_deadNodesInstancesTakenOverWithinTimeout(self) -> None:
+        """
+        Node a accepts instances and dies; node b takes them over within
+        the timeout of a's last heartbeat, and each runs once, now b's.
+        """
+        lastBeat = self.clock.seconds()
+        ids = self.acceptAndDie(3)
+        self.advance(TIMEOUT - 0.5)
+        self.assertEqual(self.executionsPerInstance(), {})
+        self.advance(0.5)
+        self.assertEqual(self.clock.seconds() - lastBeat, TIMEOUT)
+        self.assertEqual(self.executionsPerInstance(), {i: 1 for i in ids})
+        for instanceId in ids:
+            doc = self.database.collections["triggerinstances"][instanceId]
+            self.assertEqual((doc["status"], doc["node"]), ("processed", "b"))
+        self.advance(3 * TIMEOUT)
+        self.assertEqual(self.executionsPerInstance(), {i: 1 for i in ids})
+        self.assertEqual(len(self.database.collections["ruleenforcements"]), 3)
+
+    def test_twoLiveNodesTakeEachOnce(self) -> None:
+        """
+        With two live nodes checking at the same moments, each instance of
+        the dead node is claimed by one of them and runs once.
+        """
+        self.node("c")
+        ids = self.acceptAndDie(4)
+        self.advance(TIMEOUT + 1)
+        self.assertEqual(self.executionsPerInstance(), {i: 1 for i in ids})
+        owners = {self.database.collections["triggerinstances"][i]["node"] for i in ids}
+        self.assertLessEqual(owners, {"b", "c"})
+
+    def test_concurrentClaimsOneWinner(self) -> None:
+        """
+        Two nodes taking over at once, with their reads done before either
+        claims: the conditional claim gives each instance to one of them.
+        """
+        c = self.node("c")
+        ids = self.acceptAndDie(2)
+        self.b.raw.hold()
+        c.raw.hold()
+        db = ensureDeferred(self.b.engine.takeOver(["a"]))
+        dc = ensureDeferred(c.engine.takeOver(["a"]))
+        while self.b.raw.held or c.raw.held:
+            self.b.raw.step()
+            c.raw.step()
+            self.clock.advance(0)
+        self.b.raw.release()
+        c.raw.release()
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(db) + self.successResultOf(dc), 2)
+        self.assertEqual(self.executionsPerInstance(), {i: 1 for i in ids})
+
+    def test_pausedNodeFindsItsInstanceGone(self) -> None:
+        """
+        A node taken for dead that resumes (its store calls were held, as
+        if paused) cannot claim the instance another node took over: one
+        execution.
+        """
+        [instance] = [self.a.instance()]
+        self.successResultOf(ensureDeferred(self.a.engine.accept([instance])))
+        self.a.watch.stopService()
+        self.a.raw.hold()
+        self.advance(TIMEOUT + 1)
+        self.assertEqual(self.database.collections["triggerinstances"][instance["id"]]["node"], "b")
+        self.a.raw.release()
+        self.advance(1)
+        self.assertEqual(self.executionsPerInstance(), {instance["id"]: 1})
+        self.assertEqual(self.a.engine.load, 0)
+
+    def test_liveNodesInstancesLeftAlone(self) -> None:
+        """
+        While a node beats, its pending instances are not taken over, and
+        a restarting node recovers only its own (and those of no node).
+        """
+        instances = [self.a.instance() for _ in range(2)]
+        self.successResultOf(ensureDeferred(self.a.engine.accept(instances)))
+        self.successResultOf(ensureDeferred(self.a.engine.stop()))
+        loose = dict(self.a.instance(), id="f" * 24)
+        del loose["node"]
+        self.successResultOf(self.a.raw.insert("triggerinstances", loose))
+        self.advance(3 * TIMEOUT)
+        self.assertEqual(self.executionsPerInstance(), {})
+        self.successResultOf(ensureDeferred(self.b.engine.stop()))
+        recovery = self.b.engine.start(recover=True)
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(recovery), 1)
+        self.assertEqual(self.executionsPerInstance(), {loose["id"]: 1})
+        self.assertEqual({self.database.collections["triggerinstances"][i["id"]]["status"] for i in instances}, {"pending"})
+
+    def test_stopLeavesNoExpiryCheck(self) -> None:
+        """
+        The check scheduled for when a live node would go stale is
+        cancelled when the watch stops.
+        """
+        self.advance(TIMEOUT / 3)
+        self.a.watch.stopService()
+        self.b.watch.stopService()
+        self.successResultOf(ensureDeferred(self.a.engine.stop()))
+        self.successResultOf(ensureDeferred(self.b.engine.stop()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -389,9 +389,9 @@ class ApiKeyScopeTests(Harness):
         self.assertEqual((code, got["scopes"]), (200, ["webhooks:alerts/*", "webhooks:grafana"]))
         code, _, listed = await self.call("GET", "/v1/apikeys", self.auth)
         self.assertEqual([(k["user"], k["scopes"]) for k in listed], [("ci", []), ("grafana", ["webhooks:alerts/*", "webhooks:grafana"])])
-        stored = await self.settle(self.store.get("apikeys", doc["id"]))
+        stored = await self.store.get("apikeys", doc["id"])
         self.assertEqual(stored["scopes"], ["webhooks:alerts/*", "webhooks:grafana"])
-        self.assertNotIn("scopes", await self.settle(self.store.get("apikeys", plain["id"])))
+        self.assertNotIn("scopes", await self.store.get("apikeys", plain["id"]))
 
         class Request:
             args: dict = {}
@@ -402,9 +402,9 @@ class ApiKeyScopeTests(Harness):
             def getHeader(self, name: bytes) -> Optional[bytes]:
                 return self.key.encode() if name.lower() == b"st2-api-key" else None
 
-        principal = await self.settle(Deferred.fromCoroutine(self.authenticator.authenticate(Request(doc["key"]))))
+        principal = await Deferred.fromCoroutine(self.authenticator.authenticate(Request(doc["key"])))
         self.assertEqual(principal, Principal("grafana", "apikey", doc["id"], admin=False, scopes=("webhooks:alerts/*", "webhooks:grafana")))
-        principal = await self.settle(Deferred.fromCoroutine(self.authenticator.authenticate(Request(plain["key"]))))
+        principal = await Deferred.fromCoroutine(self.authenticator.authenticate(Request(plain["key"])))
         self.assertEqual((principal.admin, principal.scopes), (True, ()))
 
     async def test_badScopeIs400(self) -> None:
@@ -421,7 +421,7 @@ class ApiKeyScopeTests(Harness):
         ):
             code, _, body = await self.call("POST", "/v1/apikeys", self.auth, body={"scopes": scopes})
             self.assertEqual((code, body), (400, {"faultstring": message}), scopes)
-        _, total = await self.settle(Deferred.fromCoroutine(self.apikeys.list()))
+        _, total = await Deferred.fromCoroutine(self.apikeys.list())
         self.assertEqual(total, 0)
 
     async def test_updateScopes(self) -> None:
@@ -469,7 +469,7 @@ class ApiKeyScopeTests(Harness):
         ):
             code, _, answer = await self.call(method, path, key, body=body)
             self.assertEqual((code, answer), (403, refused), (method, path))
-        docs, total = await self.settle(Deferred.fromCoroutine(self.apikeys.list()))
+        docs, total = await Deferred.fromCoroutine(self.apikeys.list())
         self.assertEqual((total, docs[0]["scopes"]), (1, ["webhooks:alerts/*"]))
 
 

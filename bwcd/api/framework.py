@@ -347,7 +347,8 @@ class Api:
         if isinstance(error, DuplicateKey):
             error = duplicateConflict(error.detail or error.collection, error.conflictId)
         elif isinstance(error, StoreUnavailable):
-            log.failure("Storage unavailable", failure)
+            # one line, not a traceback: during an outage every request ends here
+            log.warn("Storage unavailable for {uri}: {reason}", uri=redactedURI(request.uri), reason=str(error))
             error = Unavailable("Storage is unavailable; try again shortly.", headers={"Retry-After": "2"})
         if isinstance(error, DomainError) and (statusFor(error) != 500 or isinstance(error, ApiError)):
             return renderError(request, error)

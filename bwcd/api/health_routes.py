@@ -8,17 +8,15 @@ is kept off the public nginx site instead (see etc/nginx/bwcd.conf).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from bwcd.api.framework import Api, Reply
 from bwcd.metrics import Metrics
+from bwcd.store.health import PING_TIMEOUT, StoreHealth, boundedPing
 from bwcd.store.interface import IStore
-
-PING_TIMEOUT = 5.0
 
 log = Logger(namespace="bwcd.api")
 
@@ -27,22 +25,31 @@ async def storeAnswers(store: IStore, clock: IReactorTime, timeout: float = PING
     """
     Whether the store answers a trivial read within C{timeout} seconds.
     """
-    d: Deferred = store.ping()
-    d.addTimeout(timeout, clock)
-    try:
-        return bool(await d)
-    except Exception:
-        return False
+    return await boundedPing(store, clock, timeout)
+
+
+async def storeProblem(store: IStore, clock: IReactorTime) -> Optional[str]:
+    """
+    Why the store cannot serve requests (for the health answer's
+    faultstring), or C{None}; known at once while L{StoreHealth} has it
+    down, else from a ping bounded to L{PING_TIMEOUT}, so that a load
+    balancer always gets its answer within a second.
+    """
+    if isinstance(store, StoreHealth):
+        reason = await store.check()
+        return None if reason is None else f"Storage is down: {reason}"
+    return None if await storeAnswers(store, clock) else "Storage does not answer."
 
 
 def installHealthRoutes(api: Api, store: IStore, clock: IReactorTime, metrics: Metrics, runningChildren: Callable[[], int], metricsEnabled: bool = True) -> None:
     @api.route(["/v1/health", "/health"], ["GET"], auth=False, needsStore=False)
     async def health(request, principal: Any):
-        ok = api.ready and await storeAnswers(store, clock)
-        body = {"status": "ok" if ok else "unavailable", "storage": getattr(store, "name", "unknown"), "ready": api.ready}
-        if not ok:
-            body["faultstring"] = "bwcd is starting" if not api.ready else "Storage does not answer."
-        return Reply(body, 200 if ok else 503)
+        problem = "bwcd is starting" if not api.ready else await storeProblem(store, clock)
+        body = {"status": "ok" if problem is None else "unavailable", "storage": getattr(store, "name", "unknown"), "ready": api.ready}
+        if problem is None:
+            return Reply(body, 200)
+        body["faultstring"] = problem
+        return Reply(body, 503, headers={"Retry-After": "2"})
 
     if not metricsEnabled:
         return

@@ -24,9 +24,11 @@ reprocessing finds the execution by its id and writes the enforcement then.
 Nothing here holds a lease, so this also holds when several processes share
 one MongoDB and one of them recovers instances another is still working on.
 
-The claim (C{pending} -> C{processing}) is a conditional update, so two
-processes that both hold an instance process it once in the normal case;
-the derived ids are what makes the rare overlap harmless.
+The claim (C{pending} -> C{processing}) is a conditional update, on the
+status and on the instance's C{node} (the node that accepted it, or took
+it over from a dead one), so two processes that both hold an instance
+process it once in the normal case; the derived ids are what makes the
+rare overlap harmless.
 
 Criteria are evaluated once per (rule, instance), when the instance is
 accepted (L{matchRules}); the L{Match} travels with the instance to
@@ -218,11 +220,13 @@ class Enforcer:
         """
         if match is None:
             match = self.match(instance)
-        claimable = {"$in": [PENDING, PROCESSING]} if recovered else PENDING
+        # only while the instance is still this node's: a node taken for
+        # dead and resuming finds it gone (see RulesEngine.takeOver)
+        claimable = {"id": instance["id"], "status": {"$in": [PENDING, PROCESSING]} if recovered else PENDING, "node": instance.get("node")}
         if not match.wanted:
-            updated = await self._store.update("triggerinstances", {"id": instance["id"], "status": claimable}, set={"status": PROCESSED})
+            updated = await self._store.update("triggerinstances", claimable, set={"status": PROCESSED})
             return Outcome(updated or instance)
-        claimed = await self._store.update("triggerinstances", {"id": instance["id"], "status": claimable}, set={"status": PROCESSING})
+        claimed = await self._store.update("triggerinstances", claimable, set={"status": PROCESSING})
         if claimed is None:
             # Another process took it (or it was finished already).
             current = await self._store.get("triggerinstances", instance["id"])

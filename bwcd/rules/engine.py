@@ -12,6 +12,17 @@ C{processing} by a process that died are processed again at start-up
 nothing matched is stored already C{processed}: one store write per
 unmatched event.
 
+Every instance carries the C{node} that accepted it.  A node restarting
+recovers its own (and those of no node); those of a node that died for
+good are taken over by a live one (L{RulesEngine.takeOver}, called by
+L{bwcd.execution.nodes.NodeWatch}): one conditional update moves each from
+the dead node to this one, so only one live node gets it.  The claim
+C{pending -> processing} is conditional on the node too, so a node that
+was only paused finds its instance gone when it resumes.
+
+An insert whose answer was lost is tried again with the same id
+(L{bwcd.rules.acceptance}).
+
 Admission: L{RulesEngine.admit} is the one gate new events pass.  It
 refuses (with a L{bwcd.errors.Unavailable} kind, answered 503 with
 Retry-After) when the engine is stopping, when the execution queue is full,
@@ -25,7 +36,7 @@ place and is retried after C{retryDelay} seconds.
 from __future__ import annotations
 
 import collections
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 from twisted.application.service import Service
@@ -47,8 +58,10 @@ from bwcd.rules.enforcement import (
     Outcome,
     executionIdFor,
 )
+from bwcd.rules.acceptance import Discards, ambiguous, insertOnce
 from bwcd.rules.actiontrigger import actionTriggerPayload
 from bwcd.rules.index import RuleIndex
+from bwcd.rules.recovery import Recovery
 from bwcd.rules.triggers import ACTION_TRIGGER_TYPE
 from bwcd.store.interface import DuplicateKey, IStore, StoreError, newId
 from bwcd.timeutil import isoformat, utcnow
@@ -84,7 +97,7 @@ class _Item:
     match: Optional[Match] = None
 
 
-class RulesEngine(Service):
+class RulesEngine(Recovery, Service):
     """
     As a service: starting it starts processing (and the recovery of an
     earlier run's leftovers, in the background); stopping it lets the
@@ -100,6 +113,10 @@ class RulesEngine(Service):
     @param emitActionTriggers: store a C{core.st2.generic.actiontrigger}
         instance for every completed execution (StackStorm does, by
         default).
+    @param nodeId: this node's name, stored in the instances it accepts
+        (None: instances carry no node, and recovery takes all).
+    @param insertAttempts: attempts at storing an instance whose insert
+        failed ambiguously, the first retry after C{insertDelay} seconds.
     """
 
     def __init__(
@@ -113,7 +130,14 @@ class RulesEngine(Service):
         concurrency: int = 64,
         retryDelay: float = 2.0,
         emitActionTriggers: bool = True,
+        nodeId: Optional[Callable[[], str]] = None,
+        insertAttempts: int = 3,
+        insertDelay: float = 0.25,
     ) -> None:
+        self._nodeId = nodeId
+        self._insertAttempts = insertAttempts
+        self._insertDelay = insertDelay
+        self.discards = Discards(store, clock)
         self._store = store
         self._executions = executions
         self._index = index
@@ -184,13 +208,16 @@ class RulesEngine(Service):
         """
         A trigger instance document for an event happening now.
         """
-        return {
+        instance = {
             "id": newId(),
             "trigger": triggerRef,
             "payload": payload if payload is not None else {},
             "occurrence_time": isoformat(utcnow(self._clock)),
             "status": PENDING,
         }
+        if self._nodeId is not None:
+            instance["node"] = self._nodeId()
+        return instance
 
     def enqueue(self, instance: Dict[str, Any], reserved: bool = True, recovered: bool = False, match: Optional[Match] = None) -> Deferred:
         """
@@ -230,14 +257,16 @@ class RulesEngine(Service):
             engine's own work produces and so cannot be refused without
             being lost).
         @raise Overloaded: no room; nothing was stored.
-        @raise StoreError: they could not be stored; nothing is queued and
-            any partly stored ones are deleted again (best effort; one left
-            behind is processed at the next start).
+        @raise StoreError: they could not be stored; nothing is queued, and
+            any that may have been stored are settled so that they never
+            run (L{bwcd.rules.acceptance.Discards}).
         """
         matches = [self._enforcer.match(i) for i in instances]
         for instance, match in zip(instances, matches):
             if not match.wanted:
                 instance["status"] = PROCESSED
+            if self._nodeId is not None:
+                instance.setdefault("node", self._nodeId())
         held = 0 if bypassLimit else len(instances)
         if bypassLimit and (self._stopping or not self._running):
             raise ShuttingDown()
@@ -249,20 +278,22 @@ class RulesEngine(Service):
                 raise
         elif held < reserved:
             self.release(reserved - held)
+
+        def insert(instance: Dict[str, Any]) -> Deferred:
+            return ensureDeferred(insertOnce(self._store, self._clock, "triggerinstances", instance, self._insertAttempts, self._insertDelay))
+
         try:
             if len(instances) == 1:
-                await self._store.insert("triggerinstances", instances[0])
+                await insert(instances[0])
             else:
-                await gatherResults([self._store.insert("triggerinstances", i) for i in instances], consumeErrors=True)
+                await gatherResults([insert(i) for i in instances], consumeErrors=True)
         except BaseException as e:
             self.release(held)
-            if len(instances) > 1:
-                for instance in instances:
-                    try:
-                        await self._store.deleteOne("triggerinstances", instance["id"])
-                    except StoreError:
-                        pass
             cause = getattr(e, "subFailure", None)
+            error = cause.value if cause is not None else e
+            if len(instances) > 1 or ambiguous(error):
+                for instance in instances:
+                    self.discards.add(instance)
             if cause is not None:
                 cause.raiseException()
             raise
@@ -356,40 +387,6 @@ class RulesEngine(Service):
         """
         return await self._enforcer.process(instance, recovered, match)
 
-    # -- recovery --------------------------------------------------------------
-
-    async def recover(self, pageSize: int = 200) -> int:
-        """
-        Process instances left C{pending} or C{processing} by an earlier
-        run, oldest first, a page at a time (so that a long backlog does not
-        fill the queue new webhooks need).  Their criteria are evaluated
-        again: what they matched was not kept.
-
-        @return: how many were processed.
-        """
-        before = isoformat(utcnow(self._clock))
-        attempted: set = set()
-        total = 0
-        while self._running and not self._stopping:
-            page = await self._store.find(
-                "triggerinstances",
-                {"status": {"$in": [PENDING, PROCESSING]}, "occurrence_time": {"$lte": before}},
-                sort=[("occurrence_time", 1), ("id", 1)],
-                limit=pageSize,
-            )
-            fresh = [doc for doc in page if doc["id"] not in attempted]
-            if not fresh:
-                break
-            if total == 0:
-                log.info("Recovering trigger instances left unprocessed by an earlier run")
-            attempted.update(doc["id"] for doc in fresh)
-            waits = [self.enqueue(doc, reserved=False, recovered=True) for doc in fresh]
-            results = await DeferredList(waits, consumeErrors=True)
-            total += sum(1 for ok, outcome in results if ok and outcome is not None)
-        if total:
-            log.info("Recovered {count} trigger instances", count=total)
-        return total
-
     # -- action trigger ------------------------------------------------------------
 
     def _executionCompleted(self, execution: Dict[str, Any]) -> None:
@@ -447,6 +444,7 @@ class RulesEngine(Service):
         if not self._running:
             return
         self._stopping = True
+        self.discards.stop()
         if self._drainCall is not None and self._drainCall.active():
             self._drainCall.cancel()
         self._drainCall = None

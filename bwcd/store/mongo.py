@@ -14,7 +14,14 @@ txmongo always uses the global reactor (connections, its pinger and its
 C{timeout=} handling), which is why the pool is created in L{MongoStore.start}
 and not at construction, and why every operation carries C{timeout=}: while
 MongoDB is unreachable txmongo waits for a reconnection forever, and callers
-must get a L{StoreUnavailable} (a 503) instead.
+must get a L{StoreUnavailable} (a 503) instead.  The timeout is short
+(L{DEFAULT_TIMEOUT}): only the operations already in flight when MongoDB
+goes away wait for it, since the first failure marks the store down
+(L{bwcd.store.health}) and later ones are refused at once.
+
+Writes are acknowledged under C{w: "majority", j: true} unless the URL says
+otherwise: a 202 then means the instance is in the journal of a majority of
+the replica set, so no failover can lose it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from pymongo import ReturnDocument
 from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, WriteConcernError
+from pymongo.errors import DocumentTooLarge
 from pymongo.uri_parser import parse_uri
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred, fail, gatherResults, succeed
@@ -34,6 +42,7 @@ from txmongo.errors import TimeExceeded
 from zope.interface import implementer
 
 from bwcd.store.interface import Document, DuplicateKey, Filter, IStore, Sort, StoreUnavailable, newId
+from bwcd.store.interface import StoreError
 from bwcd.store.schema import (
     COLLECTIONS,
     checkDocument,
@@ -50,7 +59,19 @@ log = Logger()
 
 DEFAULT_DATABASE = "bwcd"
 
+#: seconds an operation may take before it fails with StoreUnavailable
+DEFAULT_TIMEOUT = 3.0
+#: seconds connecting and creating the indexes at start may take
+START_TIMEOUT = 10.0
+
+#: bwcd's write concern, for whatever the URL leaves unsaid
+DEFAULT_WRITE_CONCERN = {"w": "majority", "j": True}
+
 _NOTHING_TO_DROP = (26, 27)  # NamespaceNotFound, IndexNotFound
+
+#: BSONObjectTooLarge, and an update whose result is over the limit: a
+#: definite refusal of this document (a StoreError, never "unavailable")
+_TOO_LARGE = (10334, 17419, 17420)
 
 _UNAVAILABLE = (
     ConnectionFailure,  # AutoReconnect, NotPrimaryError, NetworkTimeout, ...
@@ -108,9 +129,11 @@ def parseMongoURL(url: str) -> Dict[str, Any]:
     Check a C{mongodb://} URL and pick out what the store needs.
 
     @return: C{{"database": name, "writeConcern": kwargs}} where the
-        keyword arguments add bwcd's default write concern (C{w=1, j=True}:
-        an acknowledged write is in the journal) for whatever the URL leaves
-        unsaid.
+        keyword arguments add bwcd's default write concern (C{w="majority",
+        j=True}: an acknowledged write is in the journal of a majority of
+        the replica set, or of the one node) for whatever the URL leaves
+        unsaid (its C{w}, C{journal}/C{j}/C{fsync}; C{wtimeoutMS} is passed
+        on as the URL gives it).
     @raise ValueError: for a malformed URL.
     """
     if not url.startswith("mongodb://"):
@@ -122,9 +145,9 @@ def parseMongoURL(url: str) -> Dict[str, Any]:
     options = {k.lower() for k in parsed["options"]}
     writeConcern: Dict[str, Any] = {}
     if "w" not in options:
-        writeConcern["w"] = 1
+        writeConcern["w"] = DEFAULT_WRITE_CONCERN["w"]
     if not options & {"j", "journal", "fsync"}:
-        writeConcern["j"] = True
+        writeConcern["j"] = DEFAULT_WRITE_CONCERN["j"]
     return {"database": parsed["database"] or DEFAULT_DATABASE, "writeConcern": writeConcern}
 
 
@@ -135,23 +158,29 @@ class MongoStore:
 
     @param url: C{mongodb://host:port/dbname?options}; the database defaults
         to C{bwcd}.  Write-concern options in the URL (C{w}, C{journal},
-        C{wtimeoutMS}) win over the default C{w=1, j=True}.
+        C{wtimeoutMS}) win over the default C{w="majority", j=True}.
     @param reactor: for the timeout of index creation (txmongo itself uses
         the global reactor).
     @param timeout: seconds an operation may take before it fails with
         L{StoreUnavailable}.
+    @param startTimeout: seconds L{start} may take to connect and create the
+        indexes.
     @param poolSize: connections in the txmongo pool.
     """
 
     name = "mongodb"
 
-    def __init__(self, url: str, reactor: IReactorTime, timeout: float = 10.0, poolSize: int = 1) -> None:
+    def __init__(
+        self, url: str, reactor: IReactorTime, timeout: float = DEFAULT_TIMEOUT, poolSize: int = 1,
+        startTimeout: float = START_TIMEOUT,
+    ) -> None:
         parsed = parseMongoURL(url)
         self.url = url
         self.database = parsed["database"]
         self._writeConcern = parsed["writeConcern"]
         self._reactor = reactor
         self._timeout = timeout
+        self._startTimeout = startTimeout
         self._poolSize = poolSize
         self._pool: Optional[ConnectionPool] = None
         self._db: Any = None
@@ -176,7 +205,7 @@ class MongoStore:
                 [self._ensureIndex(name, key, unique) for name, key, unique in self._indexes()],
                 consumeErrors=True,
             )
-            d.addTimeout(self._timeout, self._reactor)
+            d.addTimeout(self._startTimeout, self._reactor)
             await d.addErrback(lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f)
             for name, key in self._retiredIndexes():
                 await self._dropRetired(name, key)
@@ -207,7 +236,7 @@ class MongoStore:
         """
         try:
             # txmongo's drop_index sends deleteIndexes, which servers no longer know
-            await self._db.command("dropIndexes", collection, index=indexName(key, False), timeout=self._timeout)
+            await self._db.command("dropIndexes", collection, index=indexName(key, False), timeout=self._startTimeout)
         except OperationFailure as e:
             if e.code not in _NOTHING_TO_DROP:
                 log.warn("Cannot drop retired index {index} of {collection}: {error}",
@@ -255,6 +284,10 @@ class MongoStore:
             raise DuplicateKey(collection, conflictId, str(e)) from None
         except _UNAVAILABLE as e:
             raise StoreUnavailable(f"mongodb: {e!r}") from None
+        except (DocumentTooLarge, OperationFailure) as e:
+            if isinstance(e, OperationFailure) and e.code not in _TOO_LARGE:
+                raise
+            raise StoreError(f"mongodb: document too large: {e}") from None
 
     async def _conflictId(self, collection: str, error: DuplicateKeyError, candidates) -> Optional[str]:
         """
@@ -440,4 +473,4 @@ class MongoStore:
         return ensureDeferred(self._run(deleteOne, collection))
 
 
-__all__ = ["DEFAULT_DATABASE", "MongoStore", "mongoFilter", "mongoSort", "parseMongoURL"]
+__all__ = ["DEFAULT_DATABASE", "DEFAULT_TIMEOUT", "DEFAULT_WRITE_CONCERN", "MongoStore", "mongoFilter", "mongoSort", "parseMongoURL"]
