@@ -383,7 +383,24 @@ class MemoryStore:
         return self._submit("deleteOne", check)
 
 
+def startedStore(documents: Optional[Dict[str, List[Document]]] = None, database: Optional[MemoryDatabase] = None) -> "MemoryStore":
+    """
+    A started L{MemoryStore} already holding C{documents}
+    (C{{collection: [document, ...]}}): the usual first lines of a test.
+    """
+    store = MemoryStore(database)
+    failures: List[Any] = []
+    store.start().addErrback(failures.append)
+    for collection, docs in (documents or {}).items():
+        for doc in docs:
+            store.insert(collection, dict(doc)).addErrback(failures.append)
+    if failures:
+        failures[0].raiseException()
+    return store
+
+
 __all__ = [
+    "startedStore",
     "MemoryDatabase",
     "MemoryStore",
     "matches",

@@ -21,7 +21,7 @@ from bwcd.execution.service import (
     publicDocument,
 )
 from bwcd.store.interface import DuplicateKey, StoreUnavailable
-from bwcd.testing import MemoryStore
+from bwcd.testing import MemoryStore, startedStore
 
 #: 2026-11-28T21:20:00Z
 T0 = datetime(2026, 11, 28, 21, 20, tzinfo=timezone.utc).timestamp()
@@ -69,11 +69,7 @@ class ServiceTestsMixin:
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
-        self.successResultOf(self.store.start())
-        self.successResultOf(self.store.insert("actions", dict(ECHO)))
-        self.successResultOf(self.store.insert("actions", dict(ECHO, ref="demo.off", name="off", enabled=False)))
-        self.successResultOf(self.store.insert("actions", dict(PLAIN)))
+        self.store = startedStore({"actions": [ECHO, dict(ECHO, ref="demo.off", name="off", enabled=False), PLAIN]})
         self.service = self.makeService()
         self.woken: List[int] = []
         self.service.addQueueListener(lambda: self.woken.append(1))

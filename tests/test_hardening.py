@@ -37,7 +37,7 @@ from bwcd.auth.htpasswd import Htpasswd, setPassword
 from bwcd.auth.tokens import Tokens
 from bwcd.config import ApiConfig, Config
 from bwcd.execution.service import ExecutionService, QueueFull
-from bwcd.testing import MemoryStore
+from bwcd.testing import MemoryStore, startedStore
 from tests.test_routes_memory import BASE, T0, RoutesTestsMixin, registered
 
 
@@ -115,11 +115,7 @@ class QueueAccountingTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
-        self.successResultOf(self.store.start())
-        for collection, docs in registered().items():
-            for doc in docs:
-                self.successResultOf(self.store.insert(collection, doc))
+        self.store = startedStore(registered())
         self.service = ExecutionService(self.store, self.clock, "https://bwcd.example", maxQueued=1)
         for cmd in ("a", "b"):
             self.successResultOf(ensureDeferred(self.service.create("core.local", {"cmd": cmd}, None, "alice")))

@@ -28,7 +28,7 @@ from bwcd.execution.executor import Executor
 from bwcd.execution.runners.local import LocalRunner
 from bwcd.execution.service import ExecutionService
 from bwcd.packs.registrar import registerActions, registerRunnerTypes
-from bwcd.testing import MemoryStore
+from bwcd.testing import MemoryStore, startedStore
 
 BASE = "http://bwcd.test"
 T0 = datetime(2026, 11, 28, 21, 20, tzinfo=timezone.utc).timestamp()
@@ -68,11 +68,7 @@ class RoutesTestsMixin:
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
-        self.successResultOf(self.store.start())
-        for collection, docs in registered().items():
-            for doc in docs:
-                self.successResultOf(self.store.insert(collection, doc))
+        self.store = startedStore(registered())
         tokens = Tokens(self.store, self.clock)
         self.apikeys = ApiKeys(self.store, self.clock)
         self.tokens = tokens

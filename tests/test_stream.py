@@ -27,7 +27,7 @@ from bwcd.stream.events import (
 from bwcd.stream.hub import StreamHub
 from bwcd.stream.ring import EventRing
 from bwcd.stream.sse import SSEMessage, SSEParser
-from bwcd.testing import MemoryStore
+from bwcd.testing import MemoryStore, startedStore
 from tests.test_execution_service import ECHO, T0
 
 
@@ -216,9 +216,7 @@ class HubTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
-        self.successResultOf(self.store.start())
-        self.successResultOf(self.store.insert("actions", dict(ECHO)))
+        self.store = startedStore({"actions": [ECHO]})
         self.executions = ExecutionService(self.store, self.clock, "https://bwcd.example/")
         self.index = RuleIndex(self.store, self.clock)
         self.successResultOf(ensureDeferred(self.index.reload()))
@@ -443,9 +441,7 @@ class ExecutionChangeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
-        self.successResultOf(self.store.start())
-        self.successResultOf(self.store.insert("actions", dict(ECHO)))
+        self.store = startedStore({"actions": [ECHO]})
         self.executions = ExecutionService(self.store, self.clock, "https://bwcd.example/")
         self.changes: List[tuple] = []
         self.executions.addChangeListener(
