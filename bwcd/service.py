@@ -320,6 +320,7 @@ class BwcdService(OrderedServices):
         )
         self.nodes = NodeWatch(self.store, self.executions, reactor, config.runner.node_timeout, nodeId=nodeId)
         self.nodes.addDeadNodeListener(self.engine.takeOver)
+        self.nodes.gateClaims(self.executor)
         self.streams = StreamHub(
             self.store, reactor, self.executions, self.index, ringSize=config.stream.buffer_events, heartbeat=config.stream.heartbeat
         )

@@ -23,9 +23,11 @@ holding C{None} there, is refused with C{ValueError}.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from bwcd.store.interface import (
@@ -48,6 +50,7 @@ from bwcd.store.schema import (
     collectionSchema,
     getPath,
 )
+from bwcd.timeutil import isoformat, utcnow
 from bwcd.store.matching import matches, sortDocuments, sortKey, valuesEqual
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -75,6 +78,8 @@ class MemoryDatabase:
 
     def __init__(self) -> None:
         self.collections: Dict[str, Dict[str, Document]] = {name: {} for name in COLLECTIONS}
+        #: the store-side clock of C{update(currentDate=...)}; None: the real time
+        self.clock: Optional[IReactorTime] = None
 
 
 @implementer(IStore)
@@ -321,9 +326,10 @@ class MemoryStore:
         set: Optional[dict] = None,
         push: Optional[dict] = None,
         sort: Sort = (),
+        currentDate: Sequence[str] = (),
     ) -> Deferred[Optional[Document]]:
         def check() -> Callable[[], Optional[Document]]:
-            checkUpdate(set, push)
+            checkUpdate({**(set or {}), **{path: None for path in currentDate}}, push)
             found = self._matching(collection, filter, sort)
             # A snapshot of the caller's values, checked now, as SQLite does.
             changes = _copy([set or {}, push or {}])
@@ -334,7 +340,11 @@ class MemoryStore:
                 if first is None:
                     return None
                 # Change a copy, so that a failed change leaves nothing behind.
-                changed = applyUpdate(_copy(first), *_copy(changes))
+                newSet, newPush = _copy(changes)
+                if currentDate:
+                    now = isoformat(utcnow(self.database.clock) if self.database.clock is not None else datetime.now(timezone.utc))
+                    newSet.update({path: now for path in currentDate})
+                changed = applyUpdate(_copy(first), newSet, newPush)
                 self._checkKeysPresent(collection, changed)
                 return self._write(collection, changed, isNew=False)
 

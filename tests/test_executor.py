@@ -246,6 +246,23 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(b.killedWith, CANCELED)
         self.assertEqual(self.stored(second["id"])["status"], "canceled")
 
+    def test_childOfASettledExecutionIsStopped(self) -> None:
+        """
+        When another node has settled this node's running execution (this
+        node was paused past node_timeout), the next poll stops the child
+        instead of letting it run unrecorded; a running one of this node's
+        is left alone.
+        """
+        self.executor()
+        first, second = self.request("sleep 1"), self.request("sleep 2")
+        self.clock.advance(0)
+        a, b = self.runner.started
+        self.successResultOf(self.store.update("executions", {"id": first["id"]}, set={"status": "abandoned", "node": "other"}))
+        self.clock.advance(1)
+        self.assertEqual(a.killedWith, ABANDONED)
+        self.assertIsNone(b.killedWith)
+        self.assertEqual(self.stored(first["id"])["status"], "abandoned")
+
     def test_scriptPathFromTheResolver(self) -> None:
         """
         A script action's entry point comes from the resolver it was given

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,7 +16,9 @@ from bwcd.execution.nodes import PREFIX, NodeWatch
 from bwcd.testing import MemoryDatabase
 from bwcd.timeutil import isoformat, utcnow
 from tests.test_acceptance import World
-from tests.test_executor import executionWorld
+from bwcd.store.interface import StoreUnavailable
+from tests import test_executor
+from tests.test_executor import NODE, executionWorld
 
 TIMEOUT = 6.0
 
@@ -24,6 +26,8 @@ TIMEOUT = 6.0
 class NodeWatchTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock, self.store, self.executions = executionWorld(self)
+        # the store's own clock (update's currentDate), here the fake one
+        self.store.database.clock = self.clock
         self.queued: List[None] = []
         self.executions.addQueueListener(lambda: self.queued.append(None))
         self.watch = NodeWatch(self.store, self.executions, self.clock, TIMEOUT, nodeId=lambda: "me")
@@ -128,6 +132,7 @@ class TakeOverTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.database = MemoryDatabase()
+        self.database.clock = self.clock
         self.a = self.node("a", rule=True)
         self.b = self.node("b")
 
@@ -266,3 +271,96 @@ class TakeOverTests(SynchronousTestCase):
         self.successResultOf(ensureDeferred(self.a.engine.stop()))
         self.successResultOf(ensureDeferred(self.b.engine.stop()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class HealthTests(SynchronousTestCase):
+    """
+    A node whose heartbeat fails or lags claims nothing new until a beat
+    is written again; liveness is judged by the store's clock only.
+    """
+
+    setUp = test_executor.ExecutorTests.setUp
+    resolveScript = test_executor.ExecutorTests.resolveScript
+    executor = test_executor.ExecutorTests.executor
+    request = test_executor.ExecutorTests.request
+    stored = test_executor.ExecutorTests.stored
+
+    def watched(self) -> Any:
+        self.store.database.clock = self.clock
+        watch = NodeWatch(self.store, self.executions, self.clock, TIMEOUT, nodeId=lambda: NODE)
+        executor = self.executor()
+        watch.gateClaims(executor)
+        return watch, executor
+
+    def test_noClaimsBeforeFirstBeatThenAtOnce(self) -> None:
+        """
+        Until this node has written a heartbeat it claims nothing; the
+        first beat wakes the executor, which claims at once.
+        """
+        watch, executor = self.watched()
+        doc = self.request("echo hi")
+        self.clock.advance(0)
+        self.assertEqual((self.runner.started, self.stored(doc["id"])["status"]), ([], "requested"))
+        watch.startService()
+        self.addCleanup(lambda: watch.running and watch.stopService())
+        self.clock.advance(0)
+        self.assertEqual(len(self.runner.started), 1)
+        self.assertEqual(self.stored(doc["id"])["status"], "running")
+
+    def test_failedBeatsStopClaimsAndKillNothing(self) -> None:
+        """
+        While heartbeats fail (the store refuses their writes) for half the
+        timeout, new requests are not claimed and the running child is not
+        killed; once a beat is written, claiming resumes.
+        """
+        watch, executor = self.watched()
+        watch.startService()
+        self.addCleanup(lambda: watch.running and watch.stopService())
+        first = self.request("echo one")
+        self.clock.advance(0)
+        self.assertEqual(len(self.runner.started), 1)
+        realUpdate = self.store.update
+        failing = [True]
+
+        def update(collection, *args, **kwargs):
+            if collection == "kv" and failing[0]:
+                return fail(StoreUnavailable("heartbeat write refused"))
+            return realUpdate(collection, *args, **kwargs)
+
+        self.store.update = update  # type: ignore[method-assign]
+        self.clock.pump([TIMEOUT / 6] * 3)
+        self.assertFalse(watch.healthy())
+        second = self.request("echo two")
+        self.clock.pump([0.5] * 4)
+        self.assertEqual(self.stored(second["id"])["status"], "requested")
+        self.assertEqual(len(self.runner.started), 1)
+        self.assertEqual(self.stored(first["id"])["status"], "running")
+        self.assertIsNone(self.runner.started[0].killedWith)
+        self.assertTrue(self.flushLoggedErrors(StoreUnavailable))
+        failing[0] = False
+        self.clock.advance(TIMEOUT / 6)
+        self.assertTrue(watch.healthy())
+        self.assertEqual(len(self.runner.started), 2)
+        self.assertEqual(self.stored(second["id"])["status"], "running")
+
+    def test_livenessByStoreClockNotHostClock(self) -> None:
+        """
+        A node whose host clock is an hour ahead of the store's still sees
+        a node that beat a second ago (by the store's clock) as alive, and
+        one that beat longer than the timeout ago as dead.
+        """
+        self.store.database.clock = self.clock
+        ahead = Clock()
+        ahead.advance(self.clock.seconds() + 3600)
+        watch = NodeWatch(self.store, self.executions, ahead, TIMEOUT, nodeId=lambda: "me")
+        alive = NodeWatch(self.store, self.executions, Clock(), TIMEOUT, nodeId=lambda: "alive")
+        self.successResultOf(ensureDeferred(alive.heartbeat()))
+        self.successResultOf(ensureDeferred(NodeWatch(self.store, self.executions, Clock(), TIMEOUT, nodeId=lambda: "gone").heartbeat()))
+        theirs = self.successResultOf(self.store.update("executions", {"id": self.request()["id"]}, set={"status": "running", "node": "alive"}))
+        self.clock.advance(TIMEOUT - 1)
+        self.successResultOf(ensureDeferred(alive.heartbeat()))
+        self.clock.advance(1.5)
+        dead, soonest = self.successResultOf(ensureDeferred(watch.nodes()))
+        self.assertEqual((dead, soonest), (["gone"], TIMEOUT - 1.5))
+        self.assertEqual(self.successResultOf(ensureDeferred(watch.reap())), 0)
+        self.assertEqual(self.stored(theirs["id"])["status"], "running")

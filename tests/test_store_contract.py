@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import threading
+from datetime import datetime, timezone
 from typing import Any, Dict, List
 
 from twisted.internet import reactor
@@ -29,6 +30,7 @@ from bwcd.store.mongo import MongoStore, parseMongoURL
 from bwcd.store.sqlite import SQLiteStore, compileFilter
 from bwcd.store.url import openStore
 from bwcd.testing import MemoryDatabase, MemoryStore
+from bwcd.timeutil import parseIso
 from tests.mongoserver import mongoURL
 
 HEX24 = re.compile(r"[0-9a-f]{24}\Z")
@@ -354,6 +356,24 @@ class ContractMixin:
         after2 = await self.store.update("executions", {"id": ids["a"]}, push={"log": {"status": "succeeded"}})
         self.assertEqual(after2["log"], [{"status": "running"}, {"status": "succeeded"}])
         self.assertEqual(await self.store.get("executions", ids["a"]), after2)
+
+    async def test_updateCurrentDate(self):
+        """
+        update(currentDate=...) sets each path to the store's own time, as a
+        UTC timestamp string in the returned document, along with set; a
+        later one is not earlier; ids cannot be set this way.
+        """
+        ids = await self.loadFixture()
+        before = datetime.now(timezone.utc)
+        first = await self.store.update("executions", {"id": ids["a"]}, set={"x": 1}, currentDate=["beat.seen"])
+        second = await self.store.update("executions", {"id": ids["a"]}, set={"x": 2}, currentDate=["beat.seen"])
+        self.assertEqual(second["x"], 2)
+        seen1, seen2 = parseIso(first["beat"]["seen"]), parseIso(second["beat"]["seen"])
+        self.assertLessEqual(seen1, seen2)
+        self.assertLess(abs((seen1 - before).total_seconds()), 60, "the store and this test share a host")
+        self.assertIsNone(await self.store.update("executions", {"id": "nope"}, set={"x": 1}, currentDate=["beat.seen"]))
+        with self.assertRaises(ValueError):
+            await self.store.update("executions", {"id": ids["a"]}, set={"x": 1}, currentDate=["id"])
 
     async def test_updateNoMatch(self):
         """

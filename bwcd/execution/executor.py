@@ -96,6 +96,10 @@ class Executor(Service):
         self._sweepPending = False
         self._sweepAgain = False
         self._loop: Optional[LoopingCall] = None
+        #: asked before each claim loop: False while this node may be taken
+        #: for dead (its heartbeat failed or lags), so it claims nothing new
+        #: (L{bwcd.execution.nodes.NodeWatch.gateClaims}); None: always claim
+        self.claimGate: Optional[Callable[[], bool]] = None
 
     @property
     def runningCount(self) -> int:
@@ -172,8 +176,11 @@ class Executor(Service):
         self._checkCanceled()
         ensureDeferred(self._executions.refreshQueued()).addErrback(lambda f: log.failure("Counting queued executions failed", f))
 
+    def _mayClaim(self) -> bool:
+        return not self._stopping and self._free() > 0 and (self.claimGate is None or self.claimGate())
+
     def _sweep(self) -> None:
-        if self._stopping or self._free() <= 0:
+        if not self._mayClaim():
             return
         if self._sweepPending:
             # an execution queued while the claim loop runs may have missed
@@ -198,7 +205,7 @@ class Executor(Service):
         a burst of requests is claimed in one store round trip (one commit
         for SQLite) rather than one trip per execution.
         """
-        while not self._stopping and self._free() > 0:
+        while self._mayClaim():
             wanted = self._free()
             self._claiming += wanted
             try:
@@ -243,11 +250,23 @@ class Executor(Service):
     async def _checkCanceledAsync(self) -> None:
         if not self._running:
             return
-        docs = await self._store.find("executions", {"id": {"$in": list(self._running)}, "status": "canceled"})
+        docs = await self._store.find("executions", {"id": {"$in": list(self._running)}})
+        me = self._nodeId()
         for doc in docs:
             proc = self._running.get(doc["id"])
-            if proc is not None:
+            if proc is None:
+                continue
+            if doc["status"] == "canceled":
                 proc.kill(CANCELED)
+            elif doc.get("node") != me or doc["status"] != "running":
+                # settled elsewhere while this node was paused (its record
+                # says abandoned, or another node owns it now): the child
+                # must not keep running unrecorded
+                log.warn(
+                    "Execution {execution_id} is {status} on {node} now: stopping this node's child",
+                    execution_id=doc["id"], status=doc["status"], node=doc.get("node"),
+                )
+                proc.kill(ABANDONED)
 
     def _checkCanceled(self) -> None:
         ensureDeferred(self._checkCanceledAsync()).addErrback(lambda f: log.failure("Cancel check failed", f))

@@ -217,8 +217,8 @@ class StoreHealth:
     def count(self, collection, filter):
         return self._call("count", collection, filter)
 
-    def update(self, collection, filter, set=None, push=None, sort=()):
-        return self._call("update", collection, filter, set, push, sort)
+    def update(self, collection, filter, set=None, push=None, sort=(), currentDate=()):
+        return self._call("update", collection, filter, set, push, sort, currentDate)
 
     def replace(self, collection, doc):
         return self._call("replace", collection, doc)

@@ -170,6 +170,7 @@ class IStore(Interface):
         set: Optional[dict] = None,
         push: Optional[dict] = None,
         sort: Sort = (),
+        currentDate: Sequence[str] = (),
     ) -> Deferred[Optional[Document]]:
         """
         Atomically change the first document matching C{filter} (in C{sort}
@@ -185,6 +186,12 @@ class IStore(Interface):
         makes this the primitive for claiming queued work ("set status to
         running where status is scheduled") so that no two workers claim the
         same document.
+
+        C{currentDate} names dotted paths set to the store's own current
+        time (MongoDB C{$currentDate}, SQLite's clock), in the same change:
+        times that several hosts compare come from one clock, never from
+        theirs.  The returned document holds them as UTC ISO-8601 strings
+        (MongoDB stores a date, which later reads give as a C{datetime}).
         """
 
     def replace(collection: str, doc: Document) -> Deferred[Optional[Document]]:

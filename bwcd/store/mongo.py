@@ -26,7 +26,8 @@ the replica set, so no failover can lose it.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 from pymongo import ReturnDocument
 from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, WriteConcernError
@@ -41,6 +42,7 @@ from txmongo.connection import ConnectionPool
 from txmongo.errors import TimeExceeded
 from zope.interface import implementer
 
+from bwcd.timeutil import isoformat
 from bwcd.store.interface import Document, DuplicateKey, Filter, IStore, Sort, StoreUnavailable, newId
 from bwcd.store.interface import StoreError
 from bwcd.store.schema import (
@@ -97,6 +99,19 @@ def _fromMongo(doc: Optional[dict]) -> Optional[Document]:
     out = dict(doc)
     out["id"] = out.pop("_id")
     return out
+
+
+def _isoAt(doc: dict, path: str) -> None:
+    """
+    Turn the date at dotted C{path} (a C{$currentDate}) into the store's
+    timestamp string.
+    """
+    *parents, last = path.split(".")
+    for name in parents:
+        doc = doc[name]
+    value = doc.get(last)
+    if isinstance(value, datetime):
+        doc[last] = isoformat(value)
 
 
 def mongoFilter(filter: Filter) -> dict:
@@ -410,10 +425,11 @@ class MongoStore:
         set: Optional[dict] = None,
         push: Optional[dict] = None,
         sort: Sort = (),
+        currentDate: Sequence[str] = (),
     ) -> Deferred[Optional[Document]]:
         try:
             coll = self._collection(collection)
-            checkUpdate(set, push)
+            checkUpdate({**(set or {}), **{path: None for path in currentDate}}, push)
             query, order = mongoFilter(filter), mongoSort(sort)
         except Exception as e:
             return fail(e)
@@ -422,12 +438,17 @@ class MongoStore:
             change["$set"] = dict(set)
         if push:
             change["$push"] = dict(push)
+        if currentDate:
+            change["$currentDate"] = {path: True for path in currentDate}
 
         async def update():
             doc = await coll.find_one_and_update(
                 query, change, sort=order, return_document=ReturnDocument.AFTER, timeout=self._timeout
             )
-            return _fromMongo(doc)
+            doc = _fromMongo(doc)
+            for path in currentDate if doc is not None else ():
+                _isoAt(doc, path)
+            return doc
 
         return ensureDeferred(self._run(update, collection))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
@@ -181,12 +181,13 @@ class SQLiteStore:
         set: Optional[dict] = None,
         push: Optional[dict] = None,
         sort: Sort = (),
+        currentDate: Sequence[str] = (),
     ) -> Deferred[Optional[Document]]:
         try:
-            checkUpdate(set, push)
+            checkUpdate({**(set or {}), **{path: None for path in currentDate}}, push)
             sql, params = compileSelect("id, doc", collection, filter, sort, " LIMIT 1")
             # Serialised here: a snapshot of the caller's values, checked now.
-            changes = _dumps([set or {}, push or {}])
+            changes = _dumps([set or {}, push or {}, list(currentDate)])
         except (TypeError, ValueError) as e:
             return fail(e)
         return self._submit(self._doUpdate, True, collection, sql, params, changes)
@@ -226,7 +227,11 @@ class SQLiteStore:
         if row is None:
             return None
         docId, doc = row[0], _loads(row[1])
-        set, push = _loads(changes)
+        set, push, currentDate = _loads(changes)
+        if currentDate:
+            # the database file's clock, the one every process sharing it reads
+            now = cur.execute("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')").fetchone()[0]
+            set = {**set, **{path: now for path in currentDate}}
         text = _dumps(applyUpdate(doc, set, push))
         try:
             cur.execute(self._sql[collection]["write"], (text, docId))
