@@ -971,3 +971,26 @@ class TimeutilTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(T0)
         self.assertEqual(timeutil.isoformat(timeutil.utcnow(clock)), "2027-01-15T08:00:00.000000Z")
+
+
+class TokenUserRecordTests(SynchronousTestCase):
+    """
+    Each execution gets a token of its own, so issuing one must not cost a
+    read of C{users} every time.
+    """
+
+    def test_userRecordedOncePerProcess(self) -> None:
+        """
+        The first token of a user records the user; later ones only insert
+        the token; the record exists in the store.
+        """
+        from bwcd.testing import startedStore
+
+        store = startedStore()
+        tokens = Tokens(store, Clock())
+        self.successResultOf(Deferred.fromCoroutine(tokens.issue("stanley", ttl=60)))
+        first = list(store.operations)
+        self.successResultOf(Deferred.fromCoroutine(tokens.issue("stanley", ttl=60)))
+        self.assertEqual(store.operations[len(first):], ["insert"])
+        self.assertEqual(self.successResultOf(store.count("users", {"name": "stanley"})), 1)
+        self.assertEqual(self.successResultOf(store.count("tokens", {})), 2)

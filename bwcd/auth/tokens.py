@@ -86,6 +86,9 @@ class Tokens:
         self.ttl = ttl
         self.maxTtl = maxTtl
         self._cache = ValidationCache(clock, cacheSeconds)
+        #: users known to have a record (nothing deletes one): every
+        #: execution's child token would otherwise read C{users} again
+        self._recorded: set = set()
 
     async def issue(self, user: str, ttl: Optional[int] = None, metadata: Optional[dict] = None) -> dict:
         """
@@ -106,7 +109,11 @@ class Tokens:
             "metadata": dict(metadata or {}),
             "service": False,
         }
-        await recordUser(self._store, user)
+        if user not in self._recorded:
+            await recordUser(self._store, user)
+            if len(self._recorded) >= 10000:
+                self._recorded.clear()
+            self._recorded.add(user)
         doc = await self._store.insert(TOKENS, doc)
         log.info("Issued token {id} for user {user}, expiring {expiry}", id=doc["id"], user=user, expiry=expiry)
         return {"user": user, "token": token, "expiry": expiry, "id": doc["id"], "metadata": doc["metadata"]}
