@@ -27,7 +27,8 @@ from bwcd.packs.registrar import registerActions, registerRunnerTypes
 from bwcd.rules.engine import RulesEngine
 from bwcd.rules.index import RuleIndex
 from bwcd.rules.registry import deleteRule, prepareRule, saveRule
-from bwcd.rules.timers import TimerError, TimerScheduler, cronError, nextFireTime, scheduleFor, tickInstanceId, tickPayload
+from bwcd.rules.cron import cronError
+from bwcd.rules.timers import TimerError, TimerScheduler, nextFireTime, scheduleFor, tickInstanceId, tickPayload
 from bwcd.rules.triggers import CRON_TIMER_TYPE, DATE_TIMER_TYPE, INTERVAL_TIMER_TYPE, ensureSystemTriggerTypes, parameterisedTrigger
 from bwcd.store.interface import newId
 from bwcd.testing import MemoryDatabase, MemoryStore

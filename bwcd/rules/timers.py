@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from tzlocal import get_localzone
 
 from bwcd.errors import Unavailable
+from bwcd.rules.cron import errorText
 from bwcd.rules.triggers import CRON_TIMER_TYPE, DATE_TIMER_TYPE, INTERVAL_TIMER_TYPE, TIMER_TYPES
 from bwcd.store.interface import DuplicateKey, StoreError
 
@@ -73,11 +74,6 @@ class TimerError(ValueError):
 # -- schedules (pure) ----------------------------------------------------------
 
 
-def _message(error: Exception) -> str:
-    # ZoneInfoNotFoundError is a KeyError, whose str() adds quotes.
-    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-
-
 def _zone(parameters: Mapping[str, Any], localZone: Optional[tzinfo]) -> tzinfo:
     name = parameters.get("timezone")
     if name is None:
@@ -86,19 +82,7 @@ def _zone(parameters: Mapping[str, Any], localZone: Optional[tzinfo]) -> tzinfo:
     try:
         return astimezone(name)
     except (ValueError, KeyError) as e:
-        raise TimerError(_message(e)) from None
-
-
-def cronError(parameters: Mapping[str, Any]) -> Optional[str]:
-    """
-    Why APScheduler's C{CronTrigger} refuses these C{core.st2.CronTimer}
-    parameters (StackStorm's 400 at rule creation), or None.
-    """
-    try:
-        CronTrigger(**dict(parameters))
-    except (ValueError, KeyError, TypeError) as e:
-        return _message(e)
-    return None
+        raise TimerError(errorText(e)) from None
 
 
 def parseDate(text: str, zone: tzinfo) -> datetime:
@@ -159,7 +143,7 @@ def scheduleFor(trigger: Mapping[str, Any], localZone: Optional[tzinfo] = None) 
     except TimerError:
         raise
     except (ValueError, KeyError, TypeError, OverflowError) as e:
-        raise TimerError(_message(e)) from None
+        raise TimerError(errorText(e)) from None
     raise TimerError(f"{typeRef} is not a timer trigger type")
 
 
@@ -376,7 +360,6 @@ __all__ = [
     "MISFIRE_GRACE",
     "TimerError",
     "TimerScheduler",
-    "cronError",
     "nextFireTime",
     "parseDate",
     "scheduleFor",

@@ -31,6 +31,7 @@ import jsonschema
 from jsonschema import _legacy_keywords
 from jsonschema.exceptions import best_match
 
+from bwcd.rules.cron import cronError
 from bwcd.store.interface import DuplicateKey, IStore, newId
 
 WEBHOOK_TYPE = "core.st2.webhook"
@@ -337,9 +338,7 @@ def validateTriggerParameters(triggerType: Mapping[str, Any], parameters: Mappin
         raise TriggerError(message)
     if triggerType.get("ref") == CRON_TIMER_TYPE:
         # As StackStorm: the schema lets any string through, APScheduler
-        # decides.  (Imported here: the timers module imports this one.)
-        from bwcd.rules.timers import cronError
-
+        # decides.
         message = cronError(parameters)
         if message is not None:
             raise TriggerError(message)
