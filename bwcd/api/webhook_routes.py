@@ -39,6 +39,7 @@ from twisted.logger import Logger
 
 from bwcd.api.framework import Api, Reply, RestOfPath
 from bwcd.api.query import arg
+from bwcd.api.site import clientAddress
 from bwcd.auth.limits import tooMany
 from bwcd.auth.principal import Principal
 from bwcd.errors import Invalid, NotFound, Refused, Unauthenticated, Unavailable, UnsupportedMediaType
@@ -276,7 +277,7 @@ def installWebhookRoutes(
             except VerifyFailed as e:
                 log.warn(
                     "Webhook {hook} refused ({reason}): {why}; from {client}",
-                    hook=policy.url, reason=e.reason, why=e.faultstring, client=request.getClientAddress().host if request.getClientAddress() else "",
+                    hook=policy.url, reason=e.reason, why=e.faultstring, client=clientAddress(request),
                 )
                 raise refuse(request, policy.url, e.reason, Unauthenticated(e.faultstring))
             principal = Principal(user=f"webhook:{policy.url}", method="signature", admin=False)
